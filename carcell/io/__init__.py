@@ -1,0 +1,1 @@
+"""Reading and writing files: YAML with scientific notation, parquet, netCDF, JSON."""

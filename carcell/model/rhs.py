@@ -1,0 +1,117 @@
+"""Right-hand side of the carcell mechanistic model (equations in docs/model.md).
+
+All patients of a batch are evaluated at once: ``y`` has shape (n, N_STATES) and every
+parameter is a column of shape (n,). Cell states are natural logarithms of whole-body counts,
+so each cell equation below is the per-capita rate d(ln X)/dt = (dX/dt) / X.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from carcell.model.states import INDEX, N_STATES, Params
+
+# Exponent guard: ratios of log-states are exponentiated; cap them so an extinct population
+# (ln X = -50) next to a large one cannot overflow.
+_MAX_LOG_RATIO = 60.0
+
+_TM, _TE, _TX = INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"]
+_TP, _TN, _NB, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["normal_pos"], INDEX["host_lymphocytes"]
+_IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
+
+
+def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
+    """a / b from their logarithms, overflow-safe."""
+    return np.exp(np.minimum(log_a - log_b, _MAX_LOG_RATIO))
+
+
+def il15_drive_at_baseline(p: Params) -> np.ndarray:
+    return p.il15_baseline / (p.il15_baseline + p.il15_half_saturation)
+
+
+def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
+    """Quantities shared by the right-hand side and the outputs (stimulus, kill rates...)."""
+    te = np.exp(y[:, _TE]) * p.alive_car
+    tp = np.exp(y[:, _TP]) * p.alive_tumour_pos
+    tn = np.exp(y[:, _TN]) * p.alive_tumour_neg
+    normal = np.exp(y[:, _NB])
+    # Antigen seen by CAR cells, weighted by how fully the CAR recognises each target's
+    # antigen density. Effectors compete for it (ratio dependence): once effectors outnumber
+    # their targets, the stimulus per cell falls, so expansion is limited by antigen.
+    antigen = p.recognition_tumour * tp + p.recognition_normal * normal
+    stimulus = antigen / (antigen + p.antigen_half_stimulation + te)
+    engaged = te / (te + p.effector_half_kill)
+    kill_tumour = p.k_kill * p.recognition_tumour * engaged  # per target cell, 1/day
+    kill_normal = p.k_kill * p.recognition_normal * engaged
+    il15 = np.maximum(y[:, _IL15], 0.0)
+    return {
+        "te": te, "tp": tp, "tn": tn, "normal": normal, "antigen": antigen,
+        "stimulus": stimulus, "kill_tumour": kill_tumour, "kill_normal": kill_normal,
+        "il15_drive": il15 / (il15 + p.il15_half_saturation),
+    }
+
+
+def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
+    """dy/dt for every patient; ``t`` is unused (autonomous system) but kept for the solver API."""
+    d = derived(y, p)
+    s = d["stimulus"]
+    ltm, lte, ltx = y[:, _TM], y[:, _TE], y[:, _TX]
+    dy = np.empty_like(y)
+
+    # CAR T cells: antigen drives memory -> effector differentiation, effector expansion and
+    # exhaustion; without antigen, effectors revert to memory (the Kirouac 2023 toggle).
+    # IL-15 above its baseline adds homeostatic proliferation (below it, removes some), so
+    # d_memory is the net loss of memory cells at baseline IL-15.
+    homeostatic = p.rho_il15 * (d["il15_drive"] - il15_drive_at_baseline(p))
+    dy[:, _TM] = (
+        (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory
+        + p.k_reversion * (1.0 - s) * _ratio(lte, ltm)
+    )
+    dy[:, _TE] = (
+        p.k_differentiation * s * _ratio(ltm, lte) + p.rho_effector * s + homeostatic
+        - p.d_effector - p.k_exhaustion * s - p.k_reversion * (1.0 - s)
+    )
+    dy[:, _TX] = p.k_exhaustion * s * _ratio(lte, ltx) - p.d_exhausted
+    dy[:, :3] *= p.alive_car[:, None]
+
+    # Tumour: logistic growth shared by both clones; only the antigen-positive clone is killed.
+    growth = p.tumour_growth_rate * (1.0 - (d["tp"] + d["tn"]) / p.tumour_capacity)
+    dy[:, _TP] = (growth - d["kill_tumour"]) * p.alive_tumour_pos
+    dy[:, _TN] = growth * p.alive_tumour_neg
+
+    # Normal antigen-positive cells: constant production from precursors, turnover, killing.
+    dy[:, _NB] = p.normal_turnover * (p.normal_baseline / d["normal"] - 1.0) - d["kill_normal"]
+
+    # Host lymphocytes: output from precursors plus IL-15-driven homeostatic proliferation,
+    # balanced at baseline.
+    il15_drive_0 = il15_drive_at_baseline(p)
+    dy[:, _HL] = p.host_turnover * (
+        _ratio(np.log(p.host_baseline), y[:, _HL]) - 1.0
+        + (d["il15_drive"] - il15_drive_0) / il15_drive_0
+    )
+
+    # IL-15: constant production, removed by clearance and by lymphocyte uptake; the uptake
+    # share at baseline sets how much lymphodepletion raises IL-15.
+    consumers = (np.exp(y[:, _HL]) + (np.exp(ltm) + d["te"]) * p.alive_car) / p.host_baseline
+    k_clear = p.il15_elimination * (1.0 - p.il15_uptake_fraction)
+    k_uptake = p.il15_elimination * p.il15_uptake_fraction
+    dy[:, _IL15] = p.il15_elimination * p.il15_baseline - (k_clear + k_uptake * consumers) * y[:, _IL15]
+
+    # IFN-gamma from antigen-engaged effectors (secretion per 1e10 engaged cells).
+    dy[:, _IFNG] = p.ifng_secretion * d["te"] * s / 1e10 - p.ifng_clearance * y[:, _IFNG]
+
+    # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
+    killed = d["kill_tumour"] * d["tp"] + d["kill_normal"] * d["normal"]  # cells/day
+    ifng = np.maximum(y[:, _IFNG], 0.0)
+    drive = ifng / (ifng + p.ifng_half_activation) + p.damp_weight * killed / (
+        killed + p.damp_half_activation
+    )
+    m = y[:, _MAC]
+    dy[:, _MAC] = p.macrophage_on * drive * (1.0 - m) - p.macrophage_off * m
+
+    # IL-6 relaxes towards baseline plus an activation-proportional production.
+    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * m - y[:, _IL6])
+    return dy
+
+
+assert N_STATES == 11

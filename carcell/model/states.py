@@ -1,0 +1,82 @@
+"""The state vector of one patient and the parameter names the right-hand side reads.
+
+Cell populations are integrated as natural logarithms of whole-body counts: counts span about
+12 orders of magnitude (one residual leukaemic cell to 1e12 blasts) and log space keeps them
+positive. Cytokines and the macrophage activation fraction are integrated in their own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: (name, unit, is_log_cells, description)
+STATES: tuple[tuple[str, str, bool, str], ...] = (
+    ("car_memory", "cells", True, "CAR T cells, memory/stem-like phenotype"),
+    ("car_effector", "cells", True, "CAR T cells, effector phenotype (kill, secrete, expand)"),
+    ("car_exhausted", "cells", True, "CAR T cells, exhausted (no killing or proliferation)"),
+    ("tumour_pos", "cells", True, "tumour cells carrying the target antigen"),
+    ("tumour_neg", "cells", True, "tumour cells without the target antigen (escape clone)"),
+    ("normal_pos", "cells", True, "normal cells carrying the antigen (B cells, plasma cells)"),
+    ("host_lymphocytes", "cells", True, "host (non-CAR) lymphocytes"),
+    ("il15", "pg/mL", False, "serum IL-15"),
+    ("ifng", "pg/mL", False, "serum IFN-gamma"),
+    ("macrophage_activation", "1", False, "fraction of myeloid cells activated (0-1)"),
+    ("il6", "pg/mL", False, "serum IL-6"),
+)
+
+STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
+N_STATES = len(STATES)
+IS_LOG = tuple(s[2] for s in STATES)
+INDEX = {name: i for i, name in enumerate(STATE_NAMES)}
+
+#: value written into a log-cell state once the population is extinct (fewer than one cell)
+LOG_EXTINCT = -50.0
+
+#: Names of every per-patient parameter the right-hand side and the clinical layer read.
+PARAMETER_NAMES: tuple[str, ...] = (
+    # CAR T-cell phenotype kinetics (1/day unless noted)
+    "rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
+    "d_effector", "d_memory", "d_exhausted", "rho_il15", "il15_half_saturation",
+    "antigen_half_stimulation", "k_kill", "effector_half_kill",
+    # recognition (0-1): how fully the CAR sees the antigen density on each target
+    "recognition_tumour", "recognition_normal",
+    # tumour
+    "tumour_growth_rate", "tumour_capacity",
+    # normal antigen-positive cells
+    "normal_baseline", "normal_turnover",
+    # host lymphocytes and IL-15
+    "host_baseline", "host_turnover", "il15_baseline", "il15_elimination", "il15_uptake_fraction",
+    # cytokines and myeloid activation
+    "ifng_secretion", "ifng_clearance", "macrophage_on", "macrophage_off",
+    "ifng_half_activation", "damp_weight", "damp_half_activation",
+    "il6_baseline", "il6_max", "il6_clearance",
+    # extinction flags (1 = population alive, 0 = extinct), set at clinical rounds
+    "alive_car", "alive_tumour_pos", "alive_tumour_neg",
+)
+PARAM_INDEX = {name: i for i, name in enumerate(PARAMETER_NAMES)}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Per-patient parameters as one 2-D array, shape (n_patients, n_parameters).
+
+    Columns are read by name (``p.k_kill`` is a view of shape (n_patients,)); taking a subset
+    of patients is one fancy-index (``p.take(idx)``), which the batched solver does every step.
+    """
+
+    values: np.ndarray
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.values[:, PARAM_INDEX[name]]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def take(self, idx: np.ndarray) -> Params:
+        return Params(self.values[idx])
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+

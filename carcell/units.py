@@ -1,0 +1,29 @@
+"""The one unit per dimension that carcell uses internally.
+
+Time is in days, cell numbers are whole-body counts (cells), cytokine concentrations are in
+pg/mL of plasma, blood concentrations of cells in cells/uL, qPCR exposure in transgene
+copies per ug of genomic DNA. Data files may only use the units listed in :data:`KNOWN_UNITS`.
+"""
+
+KNOWN_UNITS: frozenset[str] = frozenset(
+    {
+        "1",  # dimensionless: fractions, multipliers, Hill coefficients
+        "1/day",
+        "day",
+        "cells",
+        "cells/kg",
+        "cells/day",
+        "cells/uL",
+        "cells/ug",
+        "copies/cell",
+        "copies/ug",
+        "pg/mL",
+        "pg/mL/day",
+        "mL/kg",
+        "kg",
+        "years",
+        "percent",
+    }
+)
+
+UL_PER_ML = 1000.0
