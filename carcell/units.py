@@ -21,6 +21,7 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "pg/mL/day",
         "mL/kg",
         "kg",
+        "nM",
         "years",
         "percent",
     }
