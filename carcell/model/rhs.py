@@ -25,6 +25,11 @@ def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
     return np.exp(np.minimum(log_a - log_b, _MAX_LOG_RATIO))
 
 
+def _hill(x: np.ndarray, half: np.ndarray, n: np.ndarray) -> np.ndarray:
+    r = (x / half) ** n
+    return r / (1.0 + r)
+
+
 def il15_drive_at_baseline(p: Params) -> np.ndarray:
     return p.il15_baseline / (p.il15_baseline + p.il15_half_saturation)
 
@@ -39,9 +44,12 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # antigen density. Effectors compete for it (ratio dependence): once effectors outnumber
     # their targets, the stimulus per cell falls, so expansion is limited by antigen.
     antigen = p.recognition_tumour * tp + p.recognition_normal * normal
-    stimulus = antigen / (antigen + p.antigen_half_stimulation + te)
-    engaged = te / (te + p.effector_half_kill)
-    kill_tumour = p.k_kill * p.recognition_tumour * engaged  # per target cell, 1/day
+    stimulus = _hill(antigen, p.antigen_half_stimulation + te, p.stimulus_hill)
+    # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
+    # limited by how many targets one effector can kill per day (serial killing), so a large
+    # tumour is not cleared by a handful of cells.
+    engaged = te / (te + p.effector_half_kill + p.k_kill * antigen / p.serial_kill_max)
+    kill_tumour = p.k_kill * p.recognition_tumour * engaged
     kill_normal = p.k_kill * p.recognition_normal * engaged
     il15 = np.maximum(y[:, _IL15], 0.0)
     return {
@@ -103,9 +111,9 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
     killed = d["kill_tumour"] * d["tp"] + d["kill_normal"] * d["normal"]  # cells/day
     ifng = np.maximum(y[:, _IFNG], 0.0)
-    drive = ifng / (ifng + p.ifng_half_activation) + p.damp_weight * killed / (
-        killed + p.damp_half_activation
-    )
+    n = p.myeloid_hill
+    drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(
+        killed, p.damp_half_activation, n)
     m = y[:, _MAC]
     dy[:, _MAC] = p.macrophage_on * drive * (1.0 - m) - p.macrophage_off * m
 

@@ -39,7 +39,7 @@ PARAMETER_NAMES: tuple[str, ...] = (
     # CAR T-cell phenotype kinetics (1/day unless noted)
     "rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
     "d_effector", "d_memory", "d_exhausted", "rho_il15", "il15_half_saturation",
-    "antigen_half_stimulation", "k_kill", "effector_half_kill",
+    "antigen_half_stimulation", "stimulus_hill", "k_kill", "effector_half_kill", "serial_kill_max",
     # recognition (0-1): how fully the CAR sees the antigen density on each target
     "recognition_tumour", "recognition_normal",
     # tumour
@@ -50,7 +50,7 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "host_baseline", "host_turnover", "il15_baseline", "il15_elimination", "il15_uptake_fraction",
     # cytokines and myeloid activation
     "ifng_secretion", "ifng_clearance", "macrophage_on", "macrophage_off",
-    "ifng_half_activation", "damp_weight", "damp_half_activation",
+    "ifng_half_activation", "damp_weight", "damp_half_activation", "myeloid_hill",
     "il6_baseline", "il6_max", "il6_clearance",
     # extinction flags (1 = population alive, 0 = extinct), set at clinical rounds
     "alive_car", "alive_tumour_pos", "alive_tumour_neg",

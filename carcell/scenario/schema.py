@@ -87,7 +87,11 @@ class LogNormal(_Section):
 class Indication(_Section):
     disease: str = Field(..., description="knowledge/data/indications: LBCL, B-ALL, MM")
     baseline_burden: LogNormal = LogNormal()
-    antigen_negative_fraction: float | None = Field(None, ge=0, le=1)
+    antigen_negative_fraction: float | None = Field(
+        None, ge=0, le=1,
+        description="fixed share of baseline tumour without the antigen; default: the disease's "
+        "log-normal distribution",
+    )
     antigen_density: LogNormal = LogNormal()
 
     @field_validator("disease")

@@ -1,0 +1,110 @@
+"""Response by the disease's own criteria, read at scheduled assessments.
+
+* Lugano 2014 (lymphoma, doi:10.1200/JCO.2013.54.8800): the sum of products of diameters
+  scales as burden^(2/3); CR when the lymphoma is below PET detection, PR at >=50% SPD
+  decrease, PD at >=50% SPD increase from the nadir.
+* IMWG 2016 (myeloma, doi:10.1016/S1470-2045(16)30206-6): M-protein taken proportional to
+  burden; CR, VGPR (>=90%), PR (>=50%), PD (>=25% increase from nadir).
+* B-ALL: marrow blasts = leukaemic cells / (leukaemic + normal marrow cells); CR below 5%,
+  MRD-negative below 1e-4; relapse when blasts return to >=5% after CR. A patient never in
+  CR is a non-responder (NR), counted as a treatment failure at the first assessment, as
+  event-free survival is counted in ELIANA.
+
+Thresholds come from the indication's knowledge file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RANK = {"CR": 0, "VGPR": 1, "PR": 2, "SD": 3, "NR": 4, "PD": 5}
+
+
+@dataclass
+class Responses:
+    best_response: np.ndarray      # object array of category names
+    response_day: np.ndarray       # float, NaN if never responded
+    progression_day: np.ndarray    # float, NaN if no progression
+    relapse_antigen: np.ndarray    # "positive" / "negative" / "none"
+    best_change: np.ndarray        # best relative change of burden (-1..), for the waterfall
+    mrd_negative: np.ndarray       # bool; B-ALL only (False elsewhere)
+    categories: np.ndarray         # (n, n_assessments) category at each assessment
+    assessment_days: np.ndarray
+
+
+def _classify(criteria: str, burden: np.ndarray, base: np.ndarray, nadir: np.ndarray,
+              in_cr_before: np.ndarray, r: dict) -> np.ndarray:
+    n = burden.size
+    cat = np.full(n, "SD", dtype=object)
+    if criteria == "lugano":
+        spd = (burden / base) ** (2 / 3)
+        spd_nadir = (nadir / base) ** (2 / 3)
+        detectable = burden >= r["cr_detectable_cells"]
+        cat[spd <= 1 - r["pr_spd_fraction"]] = "PR"
+        cat[~detectable] = "CR"
+        cat[detectable & (spd >= (1 + r["pd_spd_increase"]) * spd_nadir)] = "PD"
+    elif criteria == "imwg":
+        ratio = burden / base
+        detectable = ratio > r["cr_fraction"]
+        cat[ratio <= r["pr_fraction"]] = "PR"
+        cat[ratio <= r["vgpr_fraction"]] = "VGPR"
+        cat[~detectable] = "CR"
+        cat[detectable & (burden >= (1 + r["pd_increase"]) * nadir)] = "PD"
+    elif criteria == "marrow_blasts":
+        blasts = burden / (burden + r["marrow_cells"])
+        cr = blasts < r["cr_blast_fraction"]
+        cat[:] = "NR"
+        cat[cr] = "CR"
+        cat[~cr & in_cr_before] = "PD"  # relapse
+    else:  # pragma: no cover - guarded by the knowledge files
+        raise ValueError(f"unknown response criteria {criteria!r}")
+    return cat
+
+
+def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.ndarray,
+           tumour_neg: np.ndarray, r: dict, follow_up: float) -> Responses:
+    """Classify every patient at each assessment day.
+
+    ``burden``, ``tumour_pos``, ``tumour_neg``: whole-body tumour cells, shape (n, len(times)).
+    """
+    n = burden.shape[0]
+    days = np.array([d for d in r["assessment_days"] if d <= follow_up], dtype=float)
+    idx = np.searchsorted(times, days)
+    base = burden[:, 0]
+    nadir = base.copy()
+    in_cr = np.zeros(n, bool)
+    cats = np.empty((n, days.size), dtype=object)
+    best = np.full(n, "PD" if criteria != "marrow_blasts" else "NR", dtype=object)
+    response_day = np.full(n, np.nan)
+    progression_day = np.full(n, np.nan)
+    relapse_antigen = np.full(n, "none", dtype=object)
+    mrd_neg = np.zeros(n, bool)
+    progressed = np.zeros(n, bool)
+    for j, (d, i) in enumerate(zip(days, idx)):
+        b = burden[:, i]
+        cat = _classify(criteria, b, base, nadir, in_cr, r)
+        cats[:, j] = cat
+        live = ~progressed
+        better = np.array([RANK[c] for c in cat]) < np.array([RANK[c] for c in best])
+        upd = live & better & (cat != "PD")
+        best[upd] = cat[upd]
+        responded = np.isin(cat, ["CR", "VGPR", "PR"]) & live & np.isnan(response_day)
+        response_day[responded] = d
+        if criteria == "marrow_blasts":
+            blasts = b / (b + r["marrow_cells"])
+            mrd_neg |= live & (blasts < r["mrd_negative_fraction"])
+        new_pd = live & (cat == "PD")
+        if criteria == "marrow_blasts" and j == 0:
+            new_pd |= live & (cat == "NR")  # never in remission: failure at first assessment
+        progression_day[new_pd] = d
+        rel = live & (cat == "PD")
+        relapse_antigen[rel] = np.where(tumour_neg[rel, i] > tumour_pos[rel, i], "negative", "positive")
+        progressed |= new_pd
+        in_cr |= cat == "CR"
+        nadir = np.minimum(nadir, b)
+    # first-assessment PD in lymphoma/myeloma keeps best response PD
+    best_change = np.min(burden[:, : idx[-1] + 1 if idx.size else 1] / base[:, None], axis=1) - 1.0
+    return Responses(best, response_day, progression_day, relapse_antigen, best_change,
+                     mrd_neg, cats, days)

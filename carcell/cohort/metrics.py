@@ -1,0 +1,101 @@
+"""Per-patient trajectories in clinical units, and the per-patient metrics table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from carcell.clinical.blood import copies_per_ug, per_ul
+from carcell.clinical.response import assess
+from carcell.design.compile import Design
+from carcell.model.states import INDEX, STATES
+
+#: quantity -> (unit, description) of trajectories.nc
+QUANTITIES: dict[str, tuple[str, str]] = {
+    "car_cells_per_ul": ("cells/uL", "CAR T cells in peripheral blood"),
+    "car_copies_per_ug": ("copies/ug", "CAR transgene copies per ug genomic DNA (qPCR)"),
+    "car_total_cells": ("cells", "whole-body CAR T cells"),
+    "tumour_total_cells": ("cells", "whole-body tumour cells (both clones)"),
+    "normal_antigen_cells": ("cells", "normal cells carrying the target antigen"),
+    **{name: (unit, desc) for name, unit, _, desc in STATES},
+}
+
+
+def clinical_trajectories(Y: np.ndarray, design: Design, blood_volume_ul: np.ndarray) -> dict[str, np.ndarray]:
+    """Trajectories (n, T) in clinical units from the solver's states (n, T, S)."""
+    conv = design.conversion
+    with np.errstate(over="ignore", invalid="ignore"):
+        cells = {name: np.exp(Y[:, :, INDEX[name]]) for name, _, is_log, _ in STATES if is_log}
+    car = cells["car_memory"] + cells["car_effector"] + cells["car_exhausted"]
+    car_ul = per_ul(car, blood_volume_ul, conv["lymphocyte_blood_fraction"])
+    host_ul = per_ul(cells["host_lymphocytes"], blood_volume_ul, conv["lymphocyte_blood_fraction"])
+    out = {
+        "car_cells_per_ul": car_ul,
+        "car_copies_per_ug": copies_per_ug(car_ul, host_ul + conv["non_lymphoid_per_ul"],
+                                           conv["vcn"], conv["cells_per_ug"]),
+        "car_total_cells": car,
+        "tumour_total_cells": cells["tumour_pos"] + cells["tumour_neg"],
+        "normal_antigen_cells": cells["normal_pos"],
+    }
+    for name, _, is_log, _ in STATES:
+        out[name] = cells[name] if is_log else Y[:, :, INDEX[name]]
+    return out
+
+
+def _peak(times: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Peak value and time; the time is refined by a parabola through log values around the grid maximum."""
+    i = np.nanargmax(np.where(np.isnan(x), -np.inf, x), axis=1)
+    rows = np.arange(x.shape[0])
+    cmax = x[rows, i]
+    tmax = times[i].astype(float)
+    inner = (i > 0) & (i < times.size - 1)
+    if inner.any():
+        r = rows[inner]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lm, l0, lp = (np.log(x[r, i[inner] + k]) for k in (-1, 0, 1))
+            denom = lm - 2 * l0 + lp
+            shift = np.where(denom < 0, 0.5 * (lm - lp) / denom, 0.0)
+        dt = times[i[inner]] - times[i[inner] - 1]
+        tmax[inner] = times[i[inner]] + np.clip(np.nan_to_num(shift), -0.5, 0.5) * dt
+    return cmax, tmax
+
+
+def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Design,
+                    covariates: pd.DataFrame, status_names: np.ndarray) -> tuple[pd.DataFrame, object]:
+    sc = design.scenario
+    cmax_ul, _ = _peak(times, traj["car_cells_per_ul"])
+    cmax_cp, tmax = _peak(times, traj["car_copies_per_ug"])
+    in28 = times <= 28.0 + 1e-9
+    auc28 = np.trapezoid(traj["car_copies_per_ug"][:, in28], times[in28], axis=1)
+    resp = assess(design.response_criteria, times, traj["tumour_total_cells"], traj["tumour_pos"],
+                  traj["tumour_neg"], design.response, sc.trial.follow_up_days)
+    aplasia_cut = design.knowledge.value("physiology.aplasia.fraction_of_baseline")
+    baseline_normal = traj["normal_antigen_cells"][:, :1]
+    aplastic = traj["normal_antigen_cells"] < aplasia_cut * baseline_normal
+    dt = np.diff(times, prepend=times[0])
+    aplasia_days = (aplastic * dt).sum(axis=1)
+    df = covariates.drop(columns=["blood_volume_ul"]).copy()
+    df["solver_status"] = status_names
+    df["cmax_cells_per_ul"] = cmax_ul
+    df["cmax_copies_per_ug"] = cmax_cp
+    df["tmax_days"] = tmax
+    df["auc_0_28_copies_day_per_ug"] = auc28
+    df["best_response"] = resp.best_response.astype(str)
+    df["response_day"] = resp.response_day
+    df["progression_day"] = resp.progression_day
+    df["relapse_antigen"] = resp.relapse_antigen.astype(str)
+    df["best_change_in_burden"] = resp.best_change
+    if design.response_criteria == "marrow_blasts":
+        df["mrd_negative"] = resp.mrd_negative
+    df["il6_peak_pg_per_ml"] = np.nanmax(traj["il6"], axis=1)
+    df["ifng_peak_pg_per_ml"] = np.nanmax(traj["ifng"], axis=1)
+    df["b_cell_aplasia_days"] = aplasia_days
+    failed = status_names != "ok"
+    metric_cols = [c for c in df.columns if c not in covariates.columns and c != "solver_status"]
+    for c in metric_cols:  # a failed patient has no trustworthy metrics
+        if df[c].dtype.kind == "f":
+            df.loc[failed, c] = np.nan
+        else:
+            df[c] = df[c].astype(object)
+            df.loc[failed, c] = None
+    return df, resp

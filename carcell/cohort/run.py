@@ -1,0 +1,99 @@
+"""Run a scenario's virtual cohort in chunks and collect everything the outputs need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from carcell.cohort.metrics import clinical_trajectories, patient_metrics
+from carcell.design import Design, compile_chunk, resolve_design
+from carcell.knowledge import load_knowledge
+from carcell.scenario.schema import Scenario
+from carcell.solve.dopri5 import STATUS_NAMES
+from carcell.solve.rounds import simulate_batch
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class CohortResult:
+    scenario: Scenario
+    design: Design
+    times: np.ndarray
+    patients: pd.DataFrame
+    trajectories: dict[str, np.ndarray]   # quantity -> (n, T), float32
+    events: pd.DataFrame
+
+
+def output_times(scenario: Scenario) -> np.ndarray:
+    t = scenario.trial
+    times = np.arange(0.0, t.follow_up_days + 1e-9, t.output_every_days)
+    if times[-1] < t.follow_up_days:
+        times = np.append(times, t.follow_up_days)
+    return times
+
+
+def round_days(design: Design, times: np.ndarray) -> np.ndarray:
+    """Infusion, the first weeks, and each response assessment (snapped to the output grid)."""
+    wanted = [0.0, 7.0, 14.0, 21.0, *design.response["assessment_days"], times[-1]]
+    wanted = [d for d in wanted if d <= times[-1]]
+    snapped = times[np.abs(times[None, :] - np.array(wanted)[:, None]).argmin(axis=1)]
+    return np.unique(snapped)
+
+
+def _events(df: pd.DataFrame, resp, design: Design) -> pd.DataFrame:
+    rows = []
+    for pid, dose in zip(df["patient_id"], df["dose_cells"]):
+        rows.append((pid, 0.0, "infusion", float(dose), "CAR+ cells"))
+    days = resp.assessment_days
+    for k, pid in enumerate(df["patient_id"]):
+        if df["solver_status"].iat[k] != "ok":
+            continue
+        prog = resp.progression_day[k]
+        for j, d in enumerate(days):
+            if not np.isnan(prog) and d > prog:
+                break
+            rows.append((pid, float(d), "response_assessment", np.nan, str(resp.categories[k, j])))
+        if not np.isnan(prog):
+            kind = "relapse" if resp.best_response[k] == "CR" else "progression"
+            rows.append((pid, float(prog), kind, np.nan, str(resp.relapse_antigen[k])))
+    return pd.DataFrame(rows, columns=["patient_id", "day", "event", "value", "detail"])
+
+
+def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> CohortResult:
+    """Simulate ``scenario.population.n`` patients; ``progress(done, total)`` reports work units."""
+    k = load_knowledge()
+    design = resolve_design(scenario, k)
+    times = output_times(scenario)
+    rounds = round_days(design, times)
+    n = scenario.population.n
+    solver = scenario.trial.solver
+    chunk = solver.chunk_size
+    total = n * (times.size - 1)
+    frames, traj_parts, event_parts = [], [], []
+    done = 0
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        c = compile_chunk(design, start, stop)
+
+        def step(j: int, base=done, m=stop - start) -> None:
+            if progress is not None and (j % 5 == 0 or j == times.size - 1):
+                progress(base + j * m, total)
+
+        Y, status, _ = simulate_batch(c.params, c.y0, times, rounds, rtol=solver.rtol,
+                                      atol=solver.atol, max_steps=solver.max_steps, progress=step)
+        done += (stop - start) * (times.size - 1)
+        traj = clinical_trajectories(Y, design, c.covariates["blood_volume_ul"].to_numpy())
+        names = np.array([STATUS_NAMES[s] for s in status], dtype=object)
+        df, resp = patient_metrics(times, traj, design, c.covariates, names)
+        frames.append(df)
+        event_parts.append(_events(df, resp, design))
+        traj_parts.append({q: v.astype(np.float32) for q, v in traj.items()})
+    patients = pd.concat(frames, ignore_index=True)
+    trajectories = {q: np.concatenate([t[q] for t in traj_parts]) for q in traj_parts[0]}
+    events = pd.concat(event_parts, ignore_index=True).sort_values(
+        ["patient_id", "day"], kind="stable", ignore_index=True)
+    return CohortResult(scenario, design, times, patients, trajectories, events)
