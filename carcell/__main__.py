@@ -1,0 +1,3 @@
+from carcell.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Plots and printed summaries of a cohort."""
