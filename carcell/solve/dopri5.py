@@ -166,7 +166,7 @@ def integrate_interval(
 
         done = t[active] >= t1
         too_small = (~accept) & (h_new < 1e-14 * max(1.0, abs(t1)))
-        nonfinite_fail = (~finite) & (h_new < 1e-10)
+        nonfinite_fail = (~finite) & ~(h_new >= 1e-10)  # a NaN step is a failure too
         too_many = steps[active] >= max_steps
         status[active[too_small]] = STATUS_STEP_TOO_SMALL
         status[active[nonfinite_fail]] = STATUS_NONFINITE

@@ -112,7 +112,8 @@ def simulate_reference(
     """The same rounds with ``scipy.integrate.solve_ivp``, one patient at a time."""
     n = y0.shape[0]
     out = np.empty((n, times.size, N_STATES))
-    round_idx = sorted(_round_plan(times, rounds) | {0, times.size - 1})
+    round_set = _round_plan(times, rounds)
+    round_idx = sorted(round_set | {0, times.size - 1})
     for i in range(n):
         values = params.values[i : i + 1].copy()
         p = Params(values)
@@ -131,7 +132,8 @@ def simulate_reference(
                 break
             out[i, a + 1 : b + 1] = sol.y.T[1:]
             y = sol.y.T[-1:].copy()
-            apply_extinction(y, values)
+            if b in round_set:  # extinction only on round days, as in simulate_batch
+                apply_extinction(y, values)
             out[i, b] = y[0]
     return out
 
