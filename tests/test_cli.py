@@ -1,102 +1,239 @@
-"""The command line end to end on every example, and its error paths."""
+"""The ``carcell`` command end to end: every bundled example through the real CLI in a subprocess.
 
+Each example is run small (12 patients, 120 days) into a temporary directory and every output
+file is opened and checked against what README.md promises. The error paths of the command are
+in test_scenario_errors.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
 import json
+import os
+import pty
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import xarray as xr
 
+from carcell.io.yamlio import load_yaml
+from carcell.knowledge.store import check_entry
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-ALLOWED = {"LBCL": {"CR", "PR", "SD", "PD"}, "MM": {"CR", "VGPR", "PR", "SD", "PD"},
-           "B-ALL": {"CR", "NR", "PD"}}
+N = 12
+FAST = ("-n", str(N), "--set", "trial.follow_up_days=120")
+
+ALLOWED = {
+    "LBCL": {"CR", "PR", "SD", "PD"},
+    "MM": {"CR", "VGPR", "PR", "SD", "PD"},
+    "B-ALL": {"CR", "NR", "PD"},
+}
+OUTPUT_FILES = ("patients.parquet", "trajectories.nc", "events.parquet", "summary.json",
+                "provenance.json", "kinetics.png", "tumour_burden.png", "waterfall.png")
+PATIENT_COLUMNS = ("patient_id", "solver_status", "cmax_cells_per_ul", "cmax_copies_per_ug",
+                   "tmax_days", "auc_0_28_copies_day_per_ug", "best_response", "response_day",
+                   "progression_day", "relapse_antigen", "il6_peak_pg_per_ml",
+                   "ifng_peak_pg_per_ml", "b_cell_aplasia_days")
+EVENT_KINDS = {"infusion", "response_assessment", "progression", "relapse"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def carcell(*args):
-    return subprocess.run([sys.executable, "-m", "carcell", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
+def _env() -> dict[str, str]:
+    """The caller's environment without anything that makes rich pretend to be a terminal."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR")}
+    env["COLUMNS"] = "200"  # long scenario names stay on one table row
+    return env
+
+
+def carcell(*args, exe=(sys.executable, "-m", "carcell"), cwd=None):
+    return subprocess.run([*exe, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=_env(), stdin=subprocess.DEVNULL)
+
+
+def expected_name(example: Path) -> str:
+    return (load_yaml(example) or {}).get("name", "scenario")
+
+
+def test_examples_exist():
+    assert len(EXAMPLES) >= 5, EXAMPLES
+    assert {"minimal", "axicel_lbcl", "tisacel_ball", "idecel_mm"} <= {p.stem for p in EXAMPLES}
+
+
+def check_outputs(out: Path, n: int, example: Path) -> None:
+    """Every output file of one run, opened and checked."""
+    raw = load_yaml(example) or {}
+    for f in OUTPUT_FILES:
+        assert (out / f).is_file(), f"{f} missing; have {sorted(p.name for p in out.iterdir())}"
+        assert (out / f).stat().st_size > 0, f
+    for png in ("kinetics.png", "tumour_burden.png", "waterfall.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC, png
+
+    # summary.json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cohort_size"] == n
+    assert summary["scenario"] == expected_name(example)
+    assert summary["disease"] == raw["indication"]["disease"]
+    disease = summary["disease"]
+
+    # patients.parquet: one row per patient
+    df = pd.read_parquet(out / "patients.parquet")
+    assert len(df) == n
+    missing = [c for c in PATIENT_COLUMNS if c not in df.columns]
+    assert not missing, missing
+    assert list(df["patient_id"]) == list(range(n))
+    assert (df["solver_status"] == "ok").all(), df["solver_status"].value_counts()
+    responses = set(df["best_response"].dropna())
+    assert responses, "no best_response at all"
+    assert responses <= ALLOWED[disease], (disease, responses)
+    assert df["best_response"].notna().all()
+    assert (df["cmax_cells_per_ul"] > 0).all() and (df["cmax_copies_per_ug"] > 0).all()
+    assert df["tmax_days"].between(0, 120).all()
+    assert set(df["relapse_antigen"].dropna()) <= {"none", "positive", "negative"}
+
+    # trajectories.nc: patient x time, units everywhere, time increasing
+    with xr.open_dataset(out / "trajectories.nc") as ds:
+        assert set(ds.dims) == {"patient", "time"}
+        assert ds.sizes["patient"] == n
+        assert len(ds.data_vars) > 0
+        for v in ds.data_vars:
+            assert set(ds[v].dims) == {"patient", "time"}, v
+            assert str(ds[v].attrs.get("units", "")).strip(), f"{v} has no units attribute"
+        assert str(ds["time"].attrs.get("units", "")).strip()
+        t = ds["time"].values
+        assert t.size >= 2 and (t[1:] > t[:-1]).all()
+        assert t[0] == 0 and t[-1] == 120
+        assert list(ds["patient"].values) == list(df["patient_id"])
+
+    # events.parquet
+    ev = pd.read_parquet(out / "events.parquet")
+    assert {"patient_id", "day", "event", "value", "detail"} <= set(ev.columns)
+    assert set(ev["event"]) <= EVENT_KINDS, set(ev["event"])
+    inf = ev[ev["event"] == "infusion"]
+    assert sorted(inf["patient_id"]) == list(range(n)) and (inf["day"] == 0).all()
+
+    # provenance.json
+    prov = json.loads((out / "provenance.json").read_text())
+    sha = prov["scenario_sha256"]
+    assert isinstance(sha, str) and len(sha) == 64 and int(sha, 16) >= 0
+    recomputed = hashlib.sha256(json.dumps(prov["scenario"], sort_keys=True).encode()).hexdigest()
+    assert sha == recomputed, "scenario_sha256 is not the hash of the scenario it stores"
+    assert prov["seed"] == raw.get("population", {}).get("seed", 0)
+    assert prov["scenario"]["population"]["n"] == n
+    assert prov["scenario"]["trial"]["follow_up_days"] == 120
+    sources = prov["sources"]
+    assert isinstance(sources, dict) and sources
+    for path, entry in sources.items():
+        assert str(entry.get("source", "")).strip(), path
+        check_entry(path, entry)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_run_example(example, tmp_path):
+def test_run_example_end_to_end(example, tmp_path):
     out = tmp_path / "out"
-    r = carcell("run", example, "--out", out, "-n", 12, "--set", "trial.follow_up_days=120")
+    r = carcell("run", example, "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    # summary table on stdout, nothing of it on stderr (stderr is not a terminal here)
+    assert "Cmax" in r.stdout and "Cmax" not in r.stderr
+    check_outputs(out, N, example)
+
+
+def test_console_script_end_to_end(tmp_path):
+    exe = shutil.which("carcell")
+    if exe is None:
+        pytest.skip("the carcell console script is not on PATH")
+    example = ROOT / "examples" / "minimal.yaml"
+    out = tmp_path / "out"
+    # from an unrelated working directory, with a relative --out
+    r = carcell("run", example, "--out", "out", *FAST, exe=(exe,), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Cmax" in r.stdout
-    for f in ("patients.parquet", "trajectories.nc", "events.parquet", "summary.json",
-              "provenance.json", "kinetics.png", "tumour_burden.png", "waterfall.png"):
-        assert (out / f).stat().st_size > 0, f
-    df = pd.read_parquet(out / "patients.parquet")
-    assert len(df) == 12
-    for c in ("patient_id", "solver_status", "cmax_cells_per_ul", "cmax_copies_per_ug", "tmax_days",
-              "auc_0_28_copies_day_per_ug", "best_response", "response_day", "progression_day",
-              "relapse_antigen", "il6_peak_pg_per_ml", "ifng_peak_pg_per_ml", "b_cell_aplasia_days"):
-        assert c in df.columns, c
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["cohort_size"] == 12
-    assert set(df["best_response"]) <= ALLOWED[summary["disease"]]
-    ds = xr.open_dataset(out / "trajectories.nc")
-    assert set(ds.dims) == {"patient", "time"}
-    assert all("units" in ds[v].attrs for v in ds.data_vars)
-    assert (ds["time"].diff("time") > 0).all()
-    prov = json.loads((out / "provenance.json").read_text())
-    assert len(prov["scenario_sha256"]) == 64 and prov["sources"]
-    assert all(e["source"] for e in prov["sources"].values())
+    check_outputs(out, N, example)
+    r = carcell("validate", example, exe=(exe,), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
 
 
-def test_validate_and_set(tmp_path):
-    r = carcell("validate", ROOT / "examples" / "axicel_lbcl.yaml")
-    assert r.returncode == 0 and "axicel-like" in r.stdout
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_validate_example(example):
+    r = carcell("validate", example)
+    assert r.returncode == 0, r.stderr
+    assert expected_name(example) in r.stdout
+    assert "valid" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_validate_applies_set():
+    r = carcell("validate", ROOT / "examples" / "minimal.yaml", "--set", "population.n=37",
+                "--set", "name=renamed by set")
+    assert r.returncode == 0, r.stderr
+    assert "renamed by set" in r.stdout and "n=37" in r.stdout
+
+
+def test_set_dose_reaches_provenance(tmp_path):
     out = tmp_path / "o"
-    r = carcell("run", ROOT / "examples" / "minimal.yaml", "--out", out, "-n", 3, "--no-plots",
+    r = carcell("run", ROOT / "examples" / "axicel_lbcl.yaml", "--out", out, "-n", 3, "--no-plots",
                 "--set", "product.dose.cells_per_kg=5e6", "--set", "trial.follow_up_days=30")
     assert r.returncode == 0, r.stderr
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["scenario"]["product"]["dose"]["cells_per_kg"] == 5e6
+    assert prov["scenario"]["product"]["dose"]["cells"] is None
+    assert prov["scenario"]["trial"]["follow_up_days"] == 30
+    assert prov["scenario"]["population"]["n"] == 3
+    # the override is what was simulated, not only what was recorded
+    df = pd.read_parquet(out / "patients.parquet")
+    assert df["dose_cells"].to_numpy() == pytest.approx(5e6 * df["weight_kg"].to_numpy(), rel=1e-12)
+    assert not (out / "kinetics.png").exists()  # --no-plots
 
 
-BAD = {
-    "costim": ("indication: {disease: LBCL}\nproduct: {car: {costim: CD-28}}\n",
-               ["product.car.costim", "did you mean 'CD28'"]),
-    "disease": ("indication: {disease: DLBCL}\n", ["indication.disease", "did you mean 'LBCL'"]),
-    "section": ("indication: {disease: LBCL}\nprodcut: {}\n", ["prodcut", "did you mean 'product'"]),
-    "negative_dose": ("indication: {disease: LBCL}\nproduct: {dose: {cells_per_kg: -1}}\n",
-                      ["product.dose.cells_per_kg", "greater than 0"]),
-    "two_doses": ("indication: {disease: LBCL}\nproduct: {dose: {cells_per_kg: 1e6, cells: 1e8}}\n",
-                  ["product.dose", "exactly one"]),
-    "variability": ("indication: {disease: LBCL}\npopulation: {variability: {k_kil: 0.3}}\n",
-                    ["population.variability", "did you mean 'k_kill'"]),
-    "yaml": ("indication: {disease: LBCL\n", ["not valid YAML", "line"]),
-    "empty": ("", ["empty"]),
-    "follow_up": ("indication: {disease: LBCL}\ntrial: {follow_up_days: -5}\n", ["trial.follow_up_days"]),
-}
+def _run_with_stderr_on_a_terminal(args, cwd):
+    """Run the CLI with stdout piped and stderr on a pseudo-terminal; return (rc, stdout, stderr)."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = _env()
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen([sys.executable, "-m", "carcell", *map(str, args)], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO once the child has closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    rc = proc.wait()
+    reader.join()
+    os.close(master)
+    return rc, stdout, b"".join(chunks).decode(errors="replace")
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_scenario_one_clear_line(case, tmp_path):
-    text, needles = BAD[case]
-    f = tmp_path / "bad.yaml"
-    f.write_text(text)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier results")
-    r = carcell("run", f, "--out", out)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    for needle in needles:
-        assert needle in r.stderr, (needle, r.stderr)
-    assert (out / "keep.txt").read_text() == "earlier results"
-
-
-@pytest.mark.parametrize("args,needle", [
-    (["--set", "population.n"], "dotted.path=value"),
-    (["--set", "population.n=many"], "population.n"),
-    ([], "no such scenario file"),
-])
-def test_bad_command_line(tmp_path, args, needle):
-    scen = ROOT / "examples" / "minimal.yaml" if args else tmp_path / "missing.yaml"
-    r = carcell("run", scen, "--out", tmp_path / "o", *args)
-    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+def test_progress_bar_on_stderr_summary_on_stdout(tmp_path):
+    rc, stdout, stderr = _run_with_stderr_on_a_terminal(
+        ["run", ROOT / "examples" / "tisacel_ball.yaml", "--out", tmp_path / "o", "-n", 6,
+         "--no-plots", "--set", "trial.follow_up_days=120"], cwd=tmp_path)
+    assert rc == 0, stderr
+    assert "simulating" in stderr, stderr      # the progress bar, drawn on the terminal
+    assert "100%" in stderr                      # and it reaches the end
+    assert "simulating" not in stdout
+    assert "Cmax" in stdout and "Cmax" not in stderr
+    assert "\x1b[" not in stdout                 # stdout is a pipe: no terminal control codes

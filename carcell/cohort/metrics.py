@@ -66,14 +66,16 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
     cmax_ul, _ = _peak(times, traj["car_cells_per_ul"])
     cmax_cp, tmax = _peak(times, traj["car_copies_per_ug"])
     in28 = times <= 28.0 + 1e-9
-    auc28 = np.trapezoid(traj["car_copies_per_ug"][:, in28], times[in28], axis=1)
+    # Row reductions run on C-contiguous copies: NumPy sums a contiguous row pairwise but a
+    # strided one sequentially, so without this a patient's AUC would depend on chunk layout.
+    auc28 = np.trapezoid(np.ascontiguousarray(traj["car_copies_per_ug"][:, in28]), times[in28], axis=1)
     resp = assess(design.response_criteria, times, traj["tumour_total_cells"], traj["tumour_pos"],
                   traj["tumour_neg"], design.response, sc.trial.follow_up_days)
     aplasia_cut = design.knowledge.value("physiology.aplasia.fraction_of_baseline")
     baseline_normal = traj["normal_antigen_cells"][:, :1]
     aplastic = traj["normal_antigen_cells"] < aplasia_cut * baseline_normal
     dt = np.diff(times, prepend=times[0])
-    aplasia_days = (aplastic * dt).sum(axis=1)
+    aplasia_days = np.ascontiguousarray(aplastic * dt).sum(axis=1)
     df = covariates.drop(columns=["blood_volume_ul"]).copy()
     df["solver_status"] = status_names
     df["cmax_cells_per_ul"] = cmax_ul

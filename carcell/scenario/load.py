@@ -89,7 +89,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def validate_raw(raw: Any, source: str = "") -> Scenario:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: a scenario is a mapping with sections product, indication, "
-                            "regimen, population, trial; got {type(raw).__name__}")
+                            f"regimen, population, trial; got a {type(raw).__name__}")
     try:
         return Scenario.model_validate(raw)
     except ValidationError as err:
