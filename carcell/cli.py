@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from carcell.errors import CarcellError
@@ -53,7 +54,7 @@ def validate(
             else f"{p.dose.cells:.3g} CAR+ cells (flat)")
     t = Table(title=f"{scenario} is valid", show_header=False)
     t.add_row("scenario", sc.name)
-    t.add_row("product", f"{p.name}: {p.chassis}, anti-{d.antigen} CAR, {p.car.costim} costimulation")
+    t.add_row("product", f"{p.name}: {d.construct.summary()}")
     t.add_row("dose", dose)
     t.add_row("indication", f"{d.disease}: baseline burden median {d.burden[0]:.3g} cells "
               f"(log-SD {d.burden[1]:.2g}); response by {d.response_criteria}")
@@ -65,6 +66,157 @@ def validate(
               f"{sc.trial.output_every_days:g} day(s), rtol={sc.trial.solver.rtol:g}")
     t.add_row("data sources", f"{len(d.knowledge.used)} knowledge entries")
     out_console.print(t)
+    _print_warnings(d)
+
+
+design_app = typer.Typer(no_args_is_help=True, help="Product design: explain, compare, targets, parts.")
+app.add_typer(design_app, name="design")
+
+
+def _design(scenario: Path, overrides: list[str] | None = None):
+    from carcell.design import resolve_design
+    from carcell.knowledge import load_knowledge
+
+    return resolve_design(_load(scenario, None, None, overrides), load_knowledge())
+
+
+def _print_warnings(d) -> None:
+    for w in d.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+
+
+@design_app.command("explain")
+def design_explain(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    overrides: SetOpt = None,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="also write the table as CSV")] = None,
+) -> None:
+    """Every model parameter of a design: value, unit and where it came from."""
+    from carcell.design.explain import construct_table, parameter_table
+
+    d = _design(scenario, overrides)
+    t = Table(title=f"{scenario}: the product", show_header=False)
+    for key, value in construct_table(d):
+        t.add_row(key, escape(value))
+    out_console.print(t)
+    df = parameter_table(d)
+    t = Table(title="model parameters (typical values) and their derivation")
+    for col in ("parameter", "value", "unit", "derivation [source]"):
+        t.add_column(col, overflow="fold")
+    for _, r in df.iterrows():
+        value = "per patient" if r["value"] != r["value"] else f"{r['value']:.4g}"
+        t.add_row(escape(r["parameter"]), value, r["unit"], escape(r["derivation"]))
+    out_console.print(t)
+    for note in d.construct.notes:
+        out_console.print(f"note: {note}", highlight=False)
+    if d.warnings:
+        out_console.print(f"{len(d.warnings)} warning(s):")
+        for w in d.warnings:
+            out_console.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
+    else:
+        out_console.print("no warnings")
+    out_console.print("sources and notes of every step: --csv FILE, or `carcell citations`")
+    if csv is not None:
+        df.to_csv(csv, index=False)
+        out_console.print(f"table written to {csv}")
+
+
+@design_app.command("compare")
+def design_compare(
+    a: Annotated[Path, typer.Argument(help="scenario A")],
+    b: Annotated[Path, typer.Argument(help="scenario B")],
+) -> None:
+    """The parameters (and construct parts) that differ between two designs, side by side."""
+    from carcell.design.explain import compare
+
+    da, db = _design(a), _design(b)
+    df = compare(da, db)
+    if df.empty:
+        out_console.print(f"{a} and {b} compile to the same parameters")
+        return
+    t = Table(title=f"A = {a}   B = {b}")
+    for col in ("parameter", "A", "B", "B/A", "unit", "why A", "why B"):
+        t.add_column(col, overflow="fold")
+    for _, r in df.iterrows():
+        cells = []
+        for col in ("parameter", "A", "B", "B/A", "unit", "why A", "why B"):
+            v = r.get(col)
+            if isinstance(v, float):
+                cells.append("" if v != v else f"{v:.4g}")
+            else:
+                cells.append("" if v is None else escape(str(v)))
+        t.add_row(*cells)
+    out_console.print(t)
+
+
+@design_app.command("targets")
+def design_targets(
+    indication: Annotated[str, typer.Argument(help="indication key of the antigen atlas, e.g. gastric")],
+    top: Annotated[int, typer.Option("--top", help="rows to show")] = 20,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="directory for targets.csv and targets.png")] = None,
+) -> None:
+    """Rank single targets and two-antigen OR/AND/NOT combinations for an indication."""
+    from carcell.design.atlas import plot_targets, rank_targets
+    from carcell.knowledge import load_knowledge
+
+    df = rank_targets(load_knowledge(), indication)
+    t = Table(title=f"CAR targets in {indication}: coverage against off-tumour exposure "
+              f"({len(df)} candidates)")
+    for col in ("rank", "targets", "logic", "coverage", "off-tumour", "score", "worst normal tissue"):
+        t.add_column(col, overflow="fold")
+    for i, r in df.head(top).iterrows():
+        t.add_row(str(i + 1), r["targets"], r["logic"], f"{r['coverage']:.2f}",
+                  f"{r['off_tumour_exposure']:.2f}", f"{r['score']:.2f}", r["worst_normal_tissue"])
+    out_console.print(t)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out / "targets.csv", index=False)
+        plot_targets(df, indication, out / "targets.png")
+        out_console.print(f"written {out}/targets.csv and {out}/targets.png")
+
+
+@design_app.command("parts")
+def design_parts() -> None:
+    """The design vocabulary: presets, chassis, binders, domains, armour, safety, logic."""
+    from carcell.design.atlas import atlas_antigens
+    from carcell.knowledge import load_knowledge
+
+    k = load_knowledge()
+    t = Table(title="carcell design vocabulary (knowledge/data)", show_header=False)
+    t.add_row("product presets", ", ".join(k.names("products")))
+    t.add_row("chassis", ", ".join(k.names("chassis")))
+    t.add_row("binders", ", ".join(f"{b} ({k.text(f'binders.{b}.target')})" for b in k.names("binders")))
+    t.add_row("hinges", ", ".join(k.names("construct.hinges")))
+    t.add_row("transmembrane", ", ".join(k.names("construct.transmembrane")))
+    t.add_row("costimulation", ", ".join(k.names("costim")))
+    t.add_row("activation", ", ".join(k.names("construct.activation")))
+    t.add_row("armour", ", ".join(k.names("armour")))
+    t.add_row("safety / control", ", ".join(k.names("safety")))
+    t.add_row("logic", "; ".join(f"{g}: {', '.join(k.names(f'logic.{g}'))}" for g in k.names("logic")))
+    t.add_row("antigens (atlas)", ", ".join(atlas_antigens(k)))
+    t.add_row("indications (atlas)", ", ".join(k.names("antigens._indications")))
+    t.add_row("indications (simulated)", ", ".join(k.names("indications")))
+    out_console.print(t)
+
+
+@app.command()
+def citations(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    overrides: SetOpt = None,
+    assumptions: Annotated[bool, typer.Option(help="also list the assumptions made")] = True,
+) -> None:
+    """Every source behind a run, as a reference list (also written to provenance.json)."""
+    from carcell.design.explain import citations as cite
+
+    d = _design(scenario, overrides)
+    c = cite(d)
+    out_console.print(f"[bold]References[/bold] ({len(c['references'])}) behind {scenario}:")
+    for i, ref in enumerate(c["references"], start=1):
+        out_console.print(f"{i:3d}. {ref}", highlight=False, soft_wrap=True)
+    if assumptions:
+        out_console.print(f"\n[bold]Assumptions[/bold] ({len(c['assumptions'])}):")
+        for a in c["assumptions"]:
+            out_console.print(f"  - {a}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -88,6 +240,7 @@ def run(
                   transient=True) as bar:
         task = bar.add_task("sim", total=1.0)
         result = run_cohort(sc, progress=lambda d, t: bar.update(task, completed=d / max(t, 1)))
+    _print_warnings(result.design)
     summ = write_outputs(result, out, {"command": " ".join(sys.argv)})
     if plots:
         from carcell.report.plots import write_plots

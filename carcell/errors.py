@@ -19,3 +19,7 @@ class KnowledgeError(CarcellError, ValueError):
 
 class SolverError(CarcellError, RuntimeError):
     """The integrator could not proceed (raised only with ``throw=True``)."""
+
+
+class DesignError(CarcellError, ValueError):
+    """A product design is contradictory or impossible; the message names the field and why."""

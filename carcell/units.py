@@ -24,6 +24,10 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "nM",
         "years",
         "percent",
+        "molecules/cell",  # antigen density (quantitative flow, antibody-binding capacity)
+        "cells/m2",  # doses per body-surface area
+        "1/s",  # binder off-rates
+        "aa",  # amino-acid length of hinges and spacers
     }
 )
 

@@ -39,7 +39,7 @@ OUTPUT_FILES = ("patients.parquet", "trajectories.nc", "events.parquet", "summar
 PATIENT_COLUMNS = ("patient_id", "solver_status", "cmax_cells_per_ul", "cmax_copies_per_ug",
                    "tmax_days", "auc_0_28_copies_day_per_ug", "best_response", "response_day",
                    "progression_day", "relapse_antigen", "il6_peak_pg_per_ml",
-                   "ifng_peak_pg_per_ml", "b_cell_aplasia_days")
+                   "ifng_peak_pg_per_ml")
 EVENT_KINDS = {"infusion", "response_assessment", "progression", "relapse"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +85,11 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     # patients.parquet: one row per patient
     df = pd.read_parquet(out / "patients.parquet")
     assert len(df) == n
-    missing = [c for c in PATIENT_COLUMNS if c not in df.columns]
+    tissues = json.loads((out / "provenance.json").read_text())["design"]["normal_tissues_simulated"]
+    expected = [*PATIENT_COLUMNS, *(f"{t}_{m}" for t in tissues for m in ("nadir_fraction", "depleted_days"))]
+    if "b_cells" in tissues:
+        expected.append("b_cell_aplasia_days")
+    missing = [c for c in expected if c not in df.columns]
     assert not missing, missing
     assert list(df["patient_id"]) == list(range(n))
     assert (df["solver_status"] == "ok").all(), df["solver_status"].value_counts()
@@ -94,6 +98,8 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     assert responses <= ALLOWED[disease], (disease, responses)
     assert df["best_response"].notna().all()
     assert (df["cmax_cells_per_ul"] > 0).all() and (df["cmax_copies_per_ug"] > 0).all()
+    for t in tissues:  # a normal tissue can only lose cells to the CAR, from its baseline
+        assert df[f"{t}_nadir_fraction"].between(0, 1 + 1e-9).all(), t
     assert df["tmax_days"].between(0, 120).all()
     assert set(df["relapse_antigen"].dropna()) <= {"none", "positive", "negative"}
 

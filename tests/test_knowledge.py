@@ -30,8 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 DATA_FILES = sorted(DATA_DIR.rglob("*.yaml"))
 # set per patient in carcell/design/compile.py (compile_chunk), not by resolve_design
-PER_PATIENT = {"normal_baseline", "host_baseline", "recognition_tumour", "recognition_normal"}
-DESIGN_PARAMETERS = [n for n in PARAMETER_NAMES if not n.startswith("alive_") and n not in PER_PATIENT]
+# (recognition of tumour and normal tissues by the logic gate, normal-tissue compartments)
+PER_PATIENT = {"host_baseline"}
+DESIGN_PARAMETERS = [n for n in PARAMETER_NAMES if not n.startswith(("alive_", "recognition_", "activation_", "normal_"))
+                     and n not in PER_PATIENT]
 
 
 def problems_in(tree) -> list[str]:
@@ -201,7 +203,10 @@ def test_cd28_and_41bb_differ_only_by_their_data():
     t28 = float(k28.value("costim.CD28.antigen_threshold_multiplier"))
     t41 = float(k41.value("costim.4-1BB.antigen_threshold_multiplier"))
     assert d28.recognition_half_density / d41.recognition_half_density == pytest.approx(t28 / t41, rel=1e-14)
-    costim_fields = {"scenario", "typical", "memory_fraction", "recognition_half_density", "knowledge"}
+    # the construct (its costim), the ledger, the antigen thresholds and the normal tissues'
+    # recognition (which follow from the thresholds) may differ; nothing else
+    costim_fields = {"scenario", "typical", "memory_fraction", "recognition_half_density", "knowledge",
+                     "construct", "ledger", "antigens", "tissues"}
     for f in fields(d28):
         if f.name not in costim_fields:
             assert getattr(d28, f.name) == getattr(d41, f.name), f"{f.name} differs between domains"

@@ -8,7 +8,7 @@ import pandas as pd
 from carcell.clinical.blood import copies_per_ug, per_ul
 from carcell.clinical.response import assess
 from carcell.design.compile import Design
-from carcell.model.states import INDEX, STATES
+from carcell.model.states import INDEX, NORMAL_STATES, STATES
 
 #: quantity -> (unit, description) of trajectories.nc
 QUANTITIES: dict[str, tuple[str, str]] = {
@@ -16,7 +16,6 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "car_copies_per_ug": ("copies/ug", "CAR transgene copies per ug genomic DNA (qPCR)"),
     "car_total_cells": ("cells", "whole-body CAR T cells"),
     "tumour_total_cells": ("cells", "whole-body tumour cells (both clones)"),
-    "normal_antigen_cells": ("cells", "normal cells carrying the target antigen"),
     **{name: (unit, desc) for name, unit, _, desc in STATES},
 }
 
@@ -35,11 +34,24 @@ def clinical_trajectories(Y: np.ndarray, design: Design, blood_volume_ul: np.nda
                                            conv["vcn"], conv["cells_per_ug"]),
         "car_total_cells": car,
         "tumour_total_cells": cells["tumour_pos"] + cells["tumour_neg"],
-        "normal_antigen_cells": cells["normal_pos"],
     }
     for name, _, is_log, _ in STATES:
         out[name] = cells[name] if is_log else Y[:, :, INDEX[name]]
+    for state, tissue in zip(NORMAL_STATES, design.tissues):
+        out[f"{tissue.name}_cells"] = cells[state]
+    for state in NORMAL_STATES:  # the generic compartments are reported under tissue names
+        del out[state]
     return out
+
+
+def quantity_info(name: str, design: Design) -> tuple[str, str]:
+    """(unit, description) of a trajectory quantity."""
+    if name in QUANTITIES:
+        return QUANTITIES[name]
+    for t in design.tissues:
+        if name == f"{t.name}_cells":
+            return "cells", f"normal tissue {t.name} ({', '.join(t.antigens)}+); risk: {t.consequence}"
+    raise KeyError(name)
 
 
 def _peak(times: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,10 +84,14 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
     resp = assess(design.response_criteria, times, traj["tumour_total_cells"], traj["tumour_pos"],
                   traj["tumour_neg"], design.response, sc.trial.follow_up_days)
     aplasia_cut = design.knowledge.value("physiology.aplasia.fraction_of_baseline")
-    baseline_normal = traj["normal_antigen_cells"][:, :1]
-    aplastic = traj["normal_antigen_cells"] < aplasia_cut * baseline_normal
     dt = np.diff(times, prepend=times[0])
-    aplasia_days = np.ascontiguousarray(aplastic * dt).sum(axis=1)
+    tissue_cols = {}
+    for t in design.tissues:
+        x = traj[f"{t.name}_cells"]
+        fraction = x / x[:, :1]
+        tissue_cols[f"{t.name}_nadir_fraction"] = np.nanmin(fraction, axis=1)
+        # days below the aplasia cut-off (for B cells: B-cell aplasia)
+        tissue_cols[f"{t.name}_depleted_days"] = np.ascontiguousarray((fraction < aplasia_cut) * dt).sum(axis=1)
     df = covariates.drop(columns=["blood_volume_ul"]).copy()
     df["solver_status"] = status_names
     df["cmax_cells_per_ul"] = cmax_ul
@@ -91,7 +107,10 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
         df["mrd_negative"] = resp.mrd_negative
     df["il6_peak_pg_per_ml"] = np.nanmax(traj["il6"], axis=1)
     df["ifng_peak_pg_per_ml"] = np.nanmax(traj["ifng"], axis=1)
-    df["b_cell_aplasia_days"] = aplasia_days
+    for col, v in tissue_cols.items():
+        df[col] = v
+    if "b_cells_depleted_days" in tissue_cols:
+        df["b_cell_aplasia_days"] = tissue_cols["b_cells_depleted_days"]
     failed = status_names != "ok"
     metric_cols = [c for c in df.columns if c not in covariates.columns and c != "solver_status"]
     for c in metric_cols:  # a failed patient has no trustworthy metrics

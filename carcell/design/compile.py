@@ -2,12 +2,15 @@
 
 Two steps:
 
-1. :func:`resolve_design` reads every number the scenario needs from the knowledge base
-   (recording its source) and applies the scenario's choices: costimulation multipliers,
-   binder affinity, lymphodepletion, disease. The result is a :class:`Design` of typical values.
+1. :func:`resolve_design` resolves the product (construct, chassis, armour, logic gate; see
+   :mod:`carcell.design.construct`), reads every number the scenario needs from the knowledge
+   base and records how each model parameter was derived (:mod:`carcell.design.provenance`).
+   The result is a :class:`Design` of typical values.
 2. :func:`compile_chunk` draws patients ``start..stop`` from the design. Patient ``i`` draws
    from its own random stream (``SeedSequence(seed, spawn_key=(i,))``), so a patient's
    numbers do not depend on how the cohort is cut into chunks.
+
+The mapping rules are documented, with their sources, in docs/design.md.
 """
 
 from __future__ import annotations
@@ -16,19 +19,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
+from carcell.design.construct import Construct, resolve_construct
+from carcell.design.gates import gate_population, recognition
+from carcell.design.provenance import Ledger
+from carcell.errors import KnowledgeError
 from carcell.knowledge import Knowledge
 from carcell.model.rhs import il15_drive_at_baseline
-from carcell.model.states import INDEX, LOG_EXTINCT, N_STATES, PARAM_INDEX, PARAMETER_NAMES, Params
+from carcell.model.states import (
+    INDEX, LOG_EXTINCT, N_STATES, NORMAL_SLOTS, NORMAL_STATES, PARAM_INDEX, PARAMETER_NAMES, Params,
+)
 from carcell.scenario.schema import Scenario
 from carcell.units import UL_PER_ML
 
-# Model parameters that are read straight from car_t.yaml (then scaled by costimulation).
+__all__ = ["Design", "resolve_design", "compile_chunk", "recognition", "SCALABLE"]
+
+# Model parameters that are read straight from car_t.yaml (then scaled by the design).
 _CAR_KINETICS = (
     "rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
     "d_effector", "d_memory", "d_exhausted", "rho_il15", "il15_half_saturation",
     "antigen_half_stimulation", "stimulus_hill", "k_kill", "effector_half_kill", "serial_kill_max", "ifng_secretion",
 )
+#: parameters a design part (costim, chassis, binder, hinge, armour) may multiply
+SCALABLE = ("rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
+            "d_effector", "d_memory", "d_exhausted", "rho_il15", "k_kill", "serial_kill_max",
+            "ifng_secretion")
 _PHYSIOLOGY = {
     "host_turnover": "physiology.host.lymphocyte_turnover",
     "il15_baseline": "physiology.il15.baseline",
@@ -45,12 +61,36 @@ _PHYSIOLOGY = {
     "il6_max": "physiology.il6.max_from_myeloid",
     "il6_clearance": "physiology.il6.clearance",
 }
+_PROLIFERATION = ("rho_effector", "rho_memory", "rho_il15")
 
 
-def recognition(density: np.ndarray | float, half_density: float, hill: float) -> np.ndarray:
-    """Share of maximal CAR signal at a given antigen density (Hill function)."""
-    d = np.asarray(density, dtype=float) ** hill
-    return d / (d + half_density**hill)
+@dataclass
+class AntigenInTumour:
+    """One antigen of the construct in the indication's tumours (atlas + scenario overrides)."""
+
+    name: str
+    role: str                              # activating | inhibitory
+    binder: str
+    patients_positive: float
+    density: tuple[float, float]           # median, log-sd (molecules per positive cell)
+    negative_fraction: tuple[float, float]  # median, log-sd of the share of cells without it
+    half_activation: float                 # molecules/cell for half-maximal activation
+    half_kill: float                       # molecules/cell for half-maximal killing
+    hill: float
+
+
+@dataclass
+class TissueSlot:
+    """A normal tissue the construct recognises, simulated in one normal_j compartment."""
+
+    name: str
+    antigens: list[str]
+    cells_per_kg: float
+    turnover: float
+    recognition_kill: float                # gate recognition x accessibility
+    recognition_activation: float
+    consequence: str
+    severity: str
 
 
 @dataclass
@@ -59,25 +99,43 @@ class Design:
 
     scenario: Scenario
     disease: str
-    antigen: str
+    antigen: str                          # first activating antigen
+    construct: Construct
     response_criteria: str
     typical: dict[str, float]            # model parameters that do not depend on the patient
-    per_kg: dict[str, float]             # normal_baseline, host_baseline per kg
+    per_kg: dict[str, float]             # host_baseline per kg
     weight: tuple[float, float]          # median, log-sd
     age: tuple[float, float]
     burden: tuple[float, float]
-    density: tuple[float, float]
-    antigen_negative_fraction: tuple[float, float]  # median, log-sd
-    recognition_half_density: float
-    recognition_hill: float
-    normal_density: float
+    antigens: list[AntigenInTumour]
+    tissues: list[TissueSlot]            # simulated normal tissues (at most NORMAL_SLOTS)
+    tissues_not_simulated: list[TissueSlot]
     host_survival: float
     memory_fraction: float
     exhausted_fraction: float
+    minimum_phenotype_share: float
     variability: dict[str, float]
     response: dict[str, object]
     conversion: dict[str, float]
+    ledger: Ledger = field(repr=False)
     knowledge: Knowledge = field(repr=False)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.construct.warnings
+
+    @property
+    def recognition_half_density(self) -> float:
+        """Half-activation density of the first antigen's binder (molecules/cell)."""
+        return self.antigens[0].half_activation
+
+    @property
+    def density(self) -> tuple[float, float]:
+        return self.antigens[0].density
+
+    @property
+    def antigen_negative_fraction(self) -> tuple[float, float]:
+        return self.antigens[0].negative_fraction
 
 
 def _lognormal(k: Knowledge, path: str, override) -> tuple[float, float]:
@@ -88,44 +146,212 @@ def _lognormal(k: Knowledge, path: str, override) -> tuple[float, float]:
     return float(median), float(log_sd)
 
 
+def _car_kinetics(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> None:
+    """CAR-cell kinetics: car_t.yaml, scaled by every part of the design in a fixed order."""
+    for name in _CAR_KINETICS:
+        ledger.base(name, f"car_t.kinetics.{name}")
+    parts = [f"chassis.{c.chassis}", *(f"costim.{d}" for d in c.costim),
+             f"construct.hinges.{c.hinge}", f"construct.transmembrane.{c.transmembrane}",
+             f"construct.activation.{c.activation}",
+             *(f"binders.{b.name}" for b in c.binders + c.inhibitory)]
+    solid = k.text(f"antigens._indications.{disease}.category") != "haematological"
+    for a in c.armour:
+        # Armour against the tumour microenvironment acts only where there is one.
+        if k.text(f"armour.{a}.acts_in") == "systemic" or solid:
+            parts.append(f"armour.{a}")
+    for part in parts:
+        node = k.node(part)
+        mult = node.get("multipliers") if isinstance(node, dict) else None
+        for name in (mult or {}):
+            if name not in SCALABLE:
+                raise KnowledgeError(f"{part}.multipliers.{name}: not a parameter a design part may "
+                                     f"scale; use one of {', '.join(SCALABLE)}")
+            ledger.scale(name, f"{part}.multipliers.{name}")
+    if c.irradiated:
+        for name in _PROLIFERATION:
+            ledger.rule(name, 0.0, ledger.records[name].unit,
+                        "irradiated before infusion: the cells cannot divide", keep_steps=True)
+    act = k.node(f"construct.activation.{c.activation}")
+    if not act.get("kills", True) and not (c.gate.kind == "AND" and c.gate.mode == "synnotch"):
+        ledger.rule("k_kill", 0.0, ledger.records["k_kill"].unit,
+                    f"{c.activation} drives transcription, not killing", keep_steps=True)
+    autocrine = [a for a in c.armour if "il15_autocrine" in k.node(f"armour.{a}")]
+    if autocrine:
+        ledger.base("il15_autocrine", f"armour.{autocrine[0]}.il15_autocrine")
+    else:
+        ledger.rule("il15_autocrine", 0.0, "pg/mL", "no IL-15 armour")
+
+
+def _half_densities(ledger: Ledger, k: Knowledge, c: Construct) -> dict[str, tuple[float, float]]:
+    """Half-activation and half-killing densities of each binder on this construct.
+
+    Start from the antigen's reference binder (recognition_half_density), scale by affinity
+    ((KD / KD_ref) ** exponent), by the threshold multipliers of the costimulatory domains,
+    hinge and transmembrane domain, and by the logic mode; killing needs
+    ``kill_threshold_ratio`` times the activation density.
+    """
+    exponent_path = "car_t.binding.affinity_threshold_exponent"
+    exponent = float(k.value(exponent_path))
+    out = {}
+    for pos, b in enumerate(c.binders + c.inhibitory):
+        key = f"half_activation[{b.target}]"
+        ledger.base(key, f"antigens.{b.target}.recognition_half_density")
+        ref = k.text(f"antigens.{b.target}.reference_binder")
+        kd_ref = float(k.value(f"binders.{ref}.kd_nm"))
+        if b.kd_nm != kd_ref:
+            factor = (b.kd_nm / kd_ref) ** exponent
+            src = "scenario" if b.kd_overridden else f"binders.{b.name}.kd_nm"
+            ledger.rule(key, ledger.value(key) * factor, "molecules/cell",
+                        f"x {factor:.4g} for affinity: ({b.kd_nm:g} nM [{src}] / {kd_ref:g} nM "
+                        f"[binders.{ref}.kd_nm]) ** {exponent:g} [{exponent_path}]", keep_steps=True)
+        for d in c.costim:
+            ledger.scale(key, f"costim.{d}.antigen_threshold_multiplier")
+        ledger.scale(key, f"construct.hinges.{c.hinge}.antigen_threshold_multiplier")
+        ledger.scale(key, f"construct.transmembrane.{c.transmembrane}.antigen_threshold_multiplier")
+        if c.gate.kind == "OR" and c.gate.mode == "tandem" and pos == 1:
+            ledger.scale(key, "logic.OR.tandem.second_binder_threshold_multiplier")
+        if c.gate.kind == "OR" and c.gate.mode == "bicistronic":
+            ledger.scale(key, "logic.OR.bicistronic.expression_threshold_multiplier")
+        kill_key = f"half_kill[{b.target}]"
+        ledger.rule(kill_key, ledger.value(key), "molecules/cell", f"= {key}")
+        ledger.scale(kill_key, "car_t.binding.kill_threshold_ratio")
+        out[b.target] = (ledger.value(key), ledger.value(kill_key))
+    return out
+
+
+def _tumour_antigens(k: Knowledge, sc: Scenario, c: Construct,
+                     halves: dict[str, tuple[float, float]]) -> list[AntigenInTumour]:
+    ind = sc.indication
+    out = []
+    for pos, b in enumerate(c.binders + c.inhibitory):
+        ap = f"antigens.{b.target}.indications.{ind.disease}"
+        over = ind.antigens.get(b.target)
+        density_override = over.density if over is not None else None
+        if pos == 0 and density_override is None:
+            density_override = ind.antigen_density
+        density = _lognormal(k, f"{ap}.density", density_override)
+        fixed_neg = over.negative_fraction if over is not None else None
+        if pos == 0 and fixed_neg is None:
+            fixed_neg = ind.antigen_negative_fraction
+        neg = ((float(fixed_neg), 0.0) if fixed_neg is not None
+               else _lognormal(k, f"{ap}.negative_cell_fraction", None))
+        positive = over.patients_positive if over is not None else None
+        if positive is None:
+            positive = float(k.value(f"{ap}.patients_positive"))
+        out.append(AntigenInTumour(
+            name=b.target, role=b.role, binder=b.name, patients_positive=float(positive),
+            density=density, negative_fraction=neg, half_activation=halves[b.target][0],
+            half_kill=halves[b.target][1], hill=float(k.value(f"antigens.{b.target}.recognition_hill"))))
+    return out
+
+
+def _normal_tissues(k: Knowledge, antigen: str) -> dict:
+    return k.node(f"antigens.{antigen}").get("normal_tissues") or {}
+
+
+def _tissues(k: Knowledge, c: Construct, antigens: list[AntigenInTumour]) -> list[TissueSlot]:
+    """Normal tissues carrying any antigen of the construct, with their gate recognition.
+
+    Every cell of a tissue carries the antigens the atlas lists for it, at the atlas density;
+    the gate then gives the tissue's recognition, scaled by its accessibility.
+    """
+    names: list[str] = []
+    for a in antigens:
+        names += [t for t in _normal_tissues(k, a.name) if t not in names]
+    slots = []
+    for t in names:
+        carried, neg, r_kill, r_act = [], [], [], []
+        for a in antigens:
+            here = t in _normal_tissues(k, a.name)
+            dens = float(k.value(f"antigens.{a.name}.normal_tissues.{t}.density")) if here else 0.0
+            if here:
+                carried.append(a.name)
+            neg.append(np.array([0.0 if here else 1.0]))
+            r_kill.append(recognition(np.array([dens]), a.half_kill, a.hill))
+            r_act.append(recognition(np.array([dens]), a.half_activation, a.hill))
+        seen = gate_population(c.gate, neg, r_kill, r_act)
+        access = float(k.value(f"tissues.{t}.accessibility"))
+        slots.append(TissueSlot(
+            name=t, antigens=carried, cells_per_kg=float(k.value(f"tissues.{t}.cells_per_kg")),
+            turnover=float(k.value(f"tissues.{t}.turnover")),
+            recognition_kill=float(seen.kill[0] * seen.share[0]) * access,
+            recognition_activation=float(seen.activation[0] * seen.share[0]) * access,
+            consequence=k.text(f"tissues.{t}.consequence"), severity=k.text(f"tissues.{t}.severity")))
+    return slots
+
+
+def _dose_warnings(sc: Scenario, k: Knowledge, weight_kg: float) -> list[str]:
+    """Warn when the dose lies outside the preset's or the chassis's published range."""
+    dose = sc.product.dose
+    per_kg = dose.cells_per_kg if dose.cells_per_kg is not None else dose.cells / weight_kg
+    flat = dose.cells if dose.cells is not None else dose.cells_per_kg * weight_kg
+    ranges = [f"chassis.{sc.product.chassis}.dose_range"]
+    if sc.product.preset:
+        ranges.insert(0, f"products.{sc.product.preset}.dose_range")
+    out = []
+    for path in ranges:
+        try:
+            e = k.entry(path)
+        except KnowledgeError:
+            continue
+        lo, hi = (float(v) for v in e.value)
+        given = {"cells/kg": per_kg, "cells": flat}.get(e.unit)
+        if given is None:  # cells/m2 ranges need a body-surface area carcell does not draw
+            continue
+        if not lo * (1 - 1e-9) <= given <= hi * (1 + 1e-9):
+            shown = f"{given:.3g} {e.unit}" + ("" if (e.unit == "cells") == (dose.cells is not None)
+                                              else f" at the median weight {weight_kg:g} kg")
+            out.append(f"product.dose: {shown} is outside the range {lo:.3g}-{hi:.3g} {e.unit} of {path} "
+                       f"({e.source})")
+    return out
+
+
 def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
     """Typical parameter values of a scenario, each read (and recorded) from the knowledge base."""
     ind = scenario.indication
-    car = scenario.product.car
     ip = f"indications.{ind.disease}"
-    antigen = car.target or k.text(f"{ip}.antigen")
-    ap = f"antigens.{antigen}"
-    cp = f"costim.{car.costim}"
+    construct = resolve_construct(scenario.product, ind.disease, k)
+    ledger = Ledger(k)
 
-    typical: dict[str, float] = {}
-    for name in _CAR_KINETICS:
-        typical[name] = float(k.value(f"car_t.kinetics.{name}"))
-    for name, node in k.node(f"{cp}.multipliers").items():
-        typical[name] *= float(k.value(f"{cp}.multipliers.{name}"))
+    _car_kinetics(ledger, k, ind.disease, construct)
     for name, path in _PHYSIOLOGY.items():
-        typical[name] = float(k.value(path))
-    typical["tumour_growth_rate"] = float(k.value(f"{ip}.tumour.growth_rate"))
-    typical["tumour_capacity"] = float(k.value(f"{ip}.tumour.capacity"))
-    normal_cells = k.text(f"{ap}.normal_cells")
-    typical["normal_turnover"] = float(k.value(f"physiology.{normal_cells}.turnover"))
+        ledger.base(name, path)
+    ledger.base("tumour_growth_rate", f"{ip}.tumour.growth_rate")
+    ledger.base("tumour_capacity", f"{ip}.tumour.capacity")
 
-    # Antigen recognition: the half-recognition density of the antigen's reference binder,
-    # shifted by costimulation (CD28 lowers the threshold) and by binder affinity.
-    kd_ref = float(k.value(f"{ap}.reference_kd_nm"))
-    kd = car.binder.kd_nm if car.binder.kd_nm is not None else kd_ref
-    half = (
-        float(k.value(f"{ap}.recognition_half_density"))
-        * float(k.value(f"{cp}.antigen_threshold_multiplier"))
-        * (kd / kd_ref) ** float(k.value("car_t.binding.affinity_threshold_exponent"))
-    )
+    halves = _half_densities(ledger, k, construct)
+    antigens = _tumour_antigens(k, scenario, construct, halves)
+    # Every tissue carrying an antigen of the construct is a candidate, the most exposed first
+    # (a tissue the gate spares, recognition 0, is still simulated when a slot is free, so
+    # its sparing shows in the results).
+    candidates = sorted(_tissues(k, construct, antigens), key=lambda t: -t.recognition_kill * t.cells_per_kg)
+    tissues, dropped = candidates[:NORMAL_SLOTS], candidates[NORMAL_SLOTS:]
+    dropped = [t for t in dropped if t.recognition_kill > 0]
+    for t in dropped:
+        construct.warnings.append(
+            f"normal tissue {t.name} ({', '.join(t.antigens)}) is recognised but not simulated: carcell "
+            f"simulates the {NORMAL_SLOTS} most exposed tissues ({', '.join(s.name for s in tissues)}); "
+            f"risk: {t.consequence}")
+    for j, t in enumerate(tissues, start=1):
+        ledger.rule(f"recognition_normal_{j}", t.recognition_kill, "1",
+                    f"{t.name}: gate recognition of {', '.join(t.antigens)} at atlas density x "
+                    f"tissues.{t.name}.accessibility")
+        ledger.rule(f"activation_normal_{j}", t.recognition_activation, "1",
+                    f"{t.name}: as recognition_normal_{j}, at the activation threshold")
+        ledger.base(f"normal_turnover_{j}", f"tissues.{t.name}.turnover")
 
-    if ind.antigen_negative_fraction is None:
-        neg = _lognormal(k, f"{ip}.tumour.antigen_negative_fraction", None)
-    else:
-        neg = (float(ind.antigen_negative_fraction), 0.0)
+    weight = _lognormal(k, f"{ip}.patients.weight_kg", scenario.population.covariates.weight_kg)
+    construct.warnings.extend(_dose_warnings(scenario, k, weight[0]))
+
     memory_fraction = scenario.product.memory_fraction
-    if memory_fraction is None:
-        memory_fraction = float(k.value(f"{cp}.memory_fraction"))
+    if memory_fraction is not None:
+        ledger.rule("memory_fraction", memory_fraction, "1", "scenario product.memory_fraction")
+    elif "memory_fraction" in k.node(f"chassis.{construct.chassis}"):
+        ledger.base("memory_fraction", f"chassis.{construct.chassis}.memory_fraction")
+    else:
+        fractions = [float(k.value(f"costim.{d}.memory_fraction")) for d in construct.costim]
+        ledger.rule("memory_fraction", float(np.mean(fractions)), "1",
+                    "mean of " + ", ".join(f"costim.{d}.memory_fraction" for d in construct.costim))
 
     variability = {
         name: float(k.value(f"car_t.variability.{name}")) for name in k.names("car_t.variability")
@@ -146,30 +372,30 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         "cells_per_ug": float(k.value("physiology.blood.dna_per_diploid_cell_cells_per_ug")),
         "vcn": float(k.value("car_t.product.vector_copies_per_cell")),
     }
+    typical = {name: ledger.value(name) for name in ledger.records
+               if name in PARAM_INDEX and not name.startswith(("recognition_", "activation_", "normal_"))}
     return Design(
         scenario=scenario,
         disease=ind.disease,
-        antigen=antigen,
+        antigen=antigens[0].name,
+        construct=construct,
         response_criteria=criteria,
         typical=typical,
-        per_kg={
-            "normal_baseline": float(k.value(f"physiology.{normal_cells}.per_kg")),
-            "host_baseline": float(k.value("physiology.host.lymphocytes_per_kg")),
-        },
-        weight=_lognormal(k, f"{ip}.patients.weight_kg", scenario.population.covariates.weight_kg),
+        per_kg={"host_baseline": float(k.value("physiology.host.lymphocytes_per_kg"))},
+        weight=weight,
         age=_lognormal(k, f"{ip}.patients.age_years", scenario.population.covariates.age_years),
         burden=_lognormal(k, f"{ip}.tumour.baseline_burden", ind.baseline_burden),
-        density=_lognormal(k, f"{ip}.tumour.antigen_density", ind.antigen_density),
-        antigen_negative_fraction=neg,
-        recognition_half_density=half,
-        recognition_hill=float(k.value(f"{ap}.recognition_hill")),
-        normal_density=float(k.value(f"{ap}.normal_density")),
+        antigens=antigens,
+        tissues=tissues,
+        tissues_not_simulated=dropped,
         host_survival=float(k.value(f"regimens.lymphodepletion.{scenario.regimen.lymphodepletion}.host_survival")),
-        memory_fraction=float(memory_fraction),
+        memory_fraction=float(ledger.value("memory_fraction")),
         exhausted_fraction=float(k.value("car_t.product.exhausted_fraction")),
+        minimum_phenotype_share=float(k.value("car_t.product.minimum_phenotype_share")),
         variability=variability,
         response=response,
         conversion=conversion,
+        ledger=ledger,
         knowledge=k,
     )
 
@@ -187,51 +413,81 @@ def patient_rng(seed: int, patient: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(patient,)))
 
 
+# Columns of each patient's standard-normal draws: 5 fixed, then one per variability omega,
+# then three per additional antigen (density, negative share, patient positivity).
+_FIXED_DRAWS = 5
+
+
 def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
     """Draw patients ``start..stop`` (0-based) and build their parameters and initial states."""
     sc = design.scenario
     n = stop - start
     omega_names = sorted(design.variability)
-    draws = np.empty((n, 5 + len(omega_names)))
+    extra = design.antigens[1:]
+    n_draws = _FIXED_DRAWS + len(omega_names) + 3 * len(extra)
+    draws = np.empty((n, n_draws))
     for row, i in enumerate(range(start, stop)):
-        draws[row] = patient_rng(sc.population.seed, i).standard_normal(draws.shape[1])
-    z_weight, z_age, z_burden, z_density = draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3]
+        draws[row] = patient_rng(sc.population.seed, i).standard_normal(n_draws)
+    z_weight, z_age, z_burden = draws[:, 0], draws[:, 1], draws[:, 2]
     weight = design.weight[0] * np.exp(design.weight[1] * z_weight)
     age = design.age[0] * np.exp(design.age[1] * z_age)
     burden = design.burden[0] * np.exp(design.burden[1] * z_burden)
-    density = design.density[0] * np.exp(design.density[1] * z_density)
-    neg = np.minimum(1.0, design.antigen_negative_fraction[0]
-                     * np.exp(design.antigen_negative_fraction[1] * draws[:, 4]))
+
+    # Per antigen: density on positive tumour cells and share of tumour cells without it. The
+    # first antigen defines eligibility (trials enrol patients positive for the target); each
+    # further antigen is present in a patient with the atlas's patients_positive probability.
+    densities, negatives = [], []
+    for a, (zd, zn, zp) in zip(design.antigens, [(draws[:, 3], draws[:, 4], None)] + [
+            tuple(draws[:, _FIXED_DRAWS + len(omega_names) + 3 * m + q] for q in range(3))
+            for m in range(len(extra))]):
+        densities.append(a.density[0] * np.exp(a.density[1] * zd))
+        neg = np.minimum(1.0, a.negative_fraction[0] * np.exp(a.negative_fraction[1] * zn))
+        if zp is not None:
+            neg = np.where(ndtr(zp) < a.patients_positive, neg, 1.0)
+        negatives.append(neg)
+    r_kill = [recognition(d, a.half_kill, a.hill) for d, a in zip(densities, design.antigens)]
+    r_act = [recognition(d, a.half_activation, a.hill) for d, a in zip(densities, design.antigens)]
+    seen = gate_population(design.construct.gate, negatives, r_kill, r_act)
+    unseen = seen.missed   # tumour share the construct cannot recognise: the escape clone
 
     values = np.zeros((n, len(PARAMETER_NAMES)))
     for name, v in design.typical.items():
         values[:, PARAM_INDEX[name]] = v
     for j, name in enumerate(omega_names):
-        values[:, PARAM_INDEX[name]] *= np.exp(design.variability[name] * draws[:, 5 + j])
-    values[:, PARAM_INDEX["normal_baseline"]] = design.per_kg["normal_baseline"] * weight
+        values[:, PARAM_INDEX[name]] *= np.exp(design.variability[name] * draws[:, _FIXED_DRAWS + j])
     values[:, PARAM_INDEX["host_baseline"]] = design.per_kg["host_baseline"] * weight
-    values[:, PARAM_INDEX["recognition_tumour"]] = recognition(
-        density, design.recognition_half_density, design.recognition_hill)
-    values[:, PARAM_INDEX["recognition_normal"]] = recognition(
-        design.normal_density, design.recognition_half_density, design.recognition_hill)
+    values[:, PARAM_INDEX["recognition_tumour"]] = seen.kill
+    values[:, PARAM_INDEX["activation_tumour"]] = seen.activation
+    for j in range(1, NORMAL_SLOTS + 1):
+        if j <= len(design.tissues):
+            t = design.tissues[j - 1]
+            base, turnover, rk, ra = t.cells_per_kg * weight, t.turnover, t.recognition_kill, t.recognition_activation
+        else:  # an unused compartment: one cell nobody recognises
+            base, turnover, rk, ra = 1.0, 1.0, 0.0, 0.0
+        values[:, PARAM_INDEX[f"normal_baseline_{j}"]] = base
+        values[:, PARAM_INDEX[f"normal_turnover_{j}"]] = turnover
+        values[:, PARAM_INDEX[f"recognition_normal_{j}"]] = rk
+        values[:, PARAM_INDEX[f"activation_normal_{j}"]] = ra
     values[:, PARAM_INDEX["alive_car"]] = 1.0
-    values[:, PARAM_INDEX["alive_tumour_pos"]] = (neg < 1).astype(float)
-    values[:, PARAM_INDEX["alive_tumour_neg"]] = (neg > 0).astype(float)
+    values[:, PARAM_INDEX["alive_tumour_pos"]] = (unseen < 1).astype(float)
+    values[:, PARAM_INDEX["alive_tumour_neg"]] = (unseen > 0).astype(float)
     p = Params(values)
 
     dose = sc.product.dose
     cells = dose.cells * np.ones(n) if dose.cells is not None else dose.cells_per_kg * weight
     y0 = np.zeros((n, N_STATES))
     fx = design.exhausted_fraction
-    fm = design.memory_fraction * (1 - fx)
-    y0[:, INDEX["car_memory"]] = np.log(cells * fm) if fm > 0 else LOG_EXTINCT
+    floor = design.minimum_phenotype_share
+    fm = min(max(design.memory_fraction * (1 - fx), floor), 1 - fx - floor)
+    y0[:, INDEX["car_memory"]] = np.log(cells * fm)
     y0[:, INDEX["car_effector"]] = np.log(cells * (1 - fm - fx))
     y0[:, INDEX["car_exhausted"]] = np.log(cells * fx) if fx > 0 else LOG_EXTINCT
     with np.errstate(divide="ignore"):
-        y0[:, INDEX["tumour_pos"]] = np.where(neg < 1, np.log(burden * (1 - neg)), LOG_EXTINCT)
-        y0[:, INDEX["tumour_neg"]] = np.where(neg > 0, np.log(burden * neg), LOG_EXTINCT)
+        y0[:, INDEX["tumour_pos"]] = np.where(unseen < 1, np.log(burden * (1 - unseen)), LOG_EXTINCT)
+        y0[:, INDEX["tumour_neg"]] = np.where(unseen > 0, np.log(burden * unseen), LOG_EXTINCT)
     y0 = np.maximum(y0, LOG_EXTINCT)
-    y0[:, INDEX["normal_pos"]] = np.log(p.normal_baseline)
+    for j, state in enumerate(NORMAL_STATES, start=1):
+        y0[:, INDEX[state]] = np.log(getattr(p, f"normal_baseline_{j}"))
     host0 = p.host_baseline * design.host_survival
     y0[:, INDEX["host_lymphocytes"]] = np.log(host0)
     # IL-15 at infusion: the quasi-steady level for the depleted lymphocyte compartment
@@ -249,9 +505,14 @@ def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
         "weight_kg": weight,
         "age_years": age,
         "baseline_burden_cells": burden,
-        "antigen_density": density,
-        "antigen_negative_fraction": neg,
-        "dose_cells": cells,
-        "blood_volume_ul": weight * design.conversion["blood_ml_per_kg"] * UL_PER_ML,
+        "antigen_density": densities[0],
+        "antigen_negative_fraction": negatives[0],
     })
+    for a, d, q in zip(design.antigens[1:], densities[1:], negatives[1:]):
+        cov[f"{a.name}_density"] = d
+        cov[f"{a.name}_negative_fraction"] = q
+    if len(design.antigens) > 1:
+        cov["unrecognised_fraction"] = unseen
+    cov["dose_cells"] = cells
+    cov["blood_volume_ul"] = weight * design.conversion["blood_ml_per_kg"] * UL_PER_ML
     return CompiledCohort(covariates=cov, params=p, y0=y0)

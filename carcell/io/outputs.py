@@ -12,8 +12,9 @@ import pandas as pd
 import xarray as xr
 
 import carcell
-from carcell.cohort.metrics import QUANTITIES
+from carcell.cohort.metrics import quantity_info
 from carcell.cohort.run import CohortResult
+from carcell.design.explain import citations
 from carcell.scenario.load import scenario_hash
 
 PATIENT_UNITS = {
@@ -24,6 +25,21 @@ PATIENT_UNITS = {
     "progression_day": "day", "best_change_in_burden": "1", "il6_peak_pg_per_ml": "pg/mL",
     "ifng_peak_pg_per_ml": "pg/mL", "b_cell_aplasia_days": "day",
 }
+
+
+def patient_units(columns) -> dict[str, str]:
+    """Units of the per-patient table's columns, including per-antigen and per-tissue ones."""
+    units = {}
+    for c in columns:
+        if c in PATIENT_UNITS:
+            units[c] = PATIENT_UNITS[c]
+        elif c.endswith("_density"):
+            units[c] = "molecules/cell"
+        elif c.endswith(("_fraction", "_nadir_fraction")):
+            units[c] = "1"
+        elif c.endswith("_days"):
+            units[c] = "day"
+    return units
 
 
 def _q(x: pd.Series) -> dict:
@@ -96,12 +112,12 @@ def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None
 
     pa_table = pa.Table.from_pandas(table, preserve_index=False)
     meta = dict(pa_table.schema.metadata or {})
-    meta[b"carcell.units"] = json.dumps(PATIENT_UNITS).encode()
+    meta[b"carcell.units"] = json.dumps(patient_units(table.columns)).encode()
     pq.write_table(pa_table.replace_schema_metadata(meta), out / "patients.parquet")
 
     ds = xr.Dataset(
         {
-            q: (("patient", "time"), v, {"units": QUANTITIES[q][0], "long_name": QUANTITIES[q][1]})
+            q: (("patient", "time"), v, dict(zip(("units", "long_name"), quantity_info(q, result.design))))
             for q, v in result.trajectories.items()
         },
         coords={
@@ -132,13 +148,18 @@ def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None
         "scenario_sha256": scenario_hash(sc),
         "seed": sc.population.seed,
         "design": {
-            "antigen": result.design.antigen,
+            "construct": result.design.construct.summary(),
+            "antigens": [a.name for a in result.design.antigens],
+            "normal_tissues_simulated": [t.name for t in result.design.tissues],
             "response_criteria": result.design.response_criteria,
             "typical_parameters": result.design.typical,
             "recognition_half_density": result.design.recognition_half_density,
             "variability": result.design.variability,
+            "parameters": result.design.ledger.rows(),
+            "warnings": result.design.warnings,
         },
         "sources": result.design.knowledge.sources(),
+        "citations": citations(result.design),
         **(extra_provenance or {}),
     }
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")

@@ -91,10 +91,20 @@ class Knowledge:
         self.used: dict[str, Entry] = {}
 
     def node(self, path: str) -> Any:
+        """The node at a dotted path. A key may itself contain dots (``antigens.CLDN18.2``):
+        when a part is not found, it is joined with the following parts until one matches."""
         node: Any = self.tree
         walked: list[str] = []
-        for part in path.split("."):
+        parts = path.split(".")
+        i = 0
+        while i < len(parts):
+            part = parts[i]
+            j = i
+            while isinstance(node, dict) and part not in node and j + 1 < len(parts):
+                j += 1
+                part = part + "." + parts[j]
             if not isinstance(node, dict) or part not in node:
+                part = parts[i]
                 known = sorted(node) if isinstance(node, dict) else []
                 near = difflib.get_close_matches(part, known, n=1)
                 hint = f"; did you mean {near[0]!r}?" if near else ""
@@ -102,6 +112,7 @@ class Knowledge:
                 raise KnowledgeError(f"{where} has no {part!r}{hint} known: {', '.join(known)}")
             node = node[part]
             walked.append(part)
+            i = j + 1
         return node
 
     def names(self, path: str) -> list[str]:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from carcell.model.states import INDEX, N_STATES, Params
+from carcell.model.states import INDEX, N_STATES, NORMAL_STATES, Params
 
 # Exponent guard: ratios of log-states are exponentiated; cap them so an extinct population
 # (ln X = -50) next to a large one cannot overflow.
 _MAX_LOG_RATIO = 60.0
 
 _TM, _TE, _TX = INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"]
-_TP, _TN, _NB, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["normal_pos"], INDEX["host_lymphocytes"]
+_TP, _TN, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["host_lymphocytes"]
+_NB = [INDEX[name] for name in NORMAL_STATES]
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
 
 
@@ -39,23 +40,33 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     te = np.exp(y[:, _TE]) * p.alive_car
     tp = np.exp(y[:, _TP]) * p.alive_tumour_pos
     tn = np.exp(y[:, _TN]) * p.alive_tumour_neg
-    normal = np.exp(y[:, _NB])
-    # Antigen seen by CAR cells, weighted by how fully the CAR recognises each target's
-    # antigen density. Effectors compete for it (ratio dependence): once effectors outnumber
-    # their targets, the stimulus per cell falls, so expansion is limited by antigen.
-    antigen = p.recognition_tumour * tp + p.recognition_normal * normal
-    stimulus = _hill(antigen, p.antigen_half_stimulation + te, p.stimulus_hill)
+    normal = [np.exp(y[:, j]) for j in _NB]
+    rec_normal = (p.recognition_normal_1, p.recognition_normal_2, p.recognition_normal_3)
+    act_normal = (p.activation_normal_1, p.activation_normal_2, p.activation_normal_3)
+    # Antigen seen by CAR cells, weighted by how fully the construct recognises each target
+    # (its logic gate over the antigen densities). Activation (proliferation, cytokines) needs
+    # more antigen than killing, so each target has two recognition weights. Effectors
+    # compete for antigen (ratio dependence): once effectors outnumber their targets, the
+    # stimulus per cell falls, so expansion is limited by antigen.
+    activating = p.activation_tumour * tp + sum(a * x for a, x in zip(act_normal, normal))
+    killable = p.recognition_tumour * tp + sum(r * x for r, x in zip(rec_normal, normal))
+    stimulus = _hill(activating, p.antigen_half_stimulation + te, p.stimulus_hill)
     # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
     # limited by how many targets one effector can kill per day (serial killing), so a large
     # tumour is not cleared by a handful of cells.
-    engaged = te / (te + p.effector_half_kill + p.k_kill * antigen / p.serial_kill_max)
+    engaged = te / (te + p.effector_half_kill + p.k_kill * killable / p.serial_kill_max)
     kill_tumour = p.k_kill * p.recognition_tumour * engaged
-    kill_normal = p.k_kill * p.recognition_normal * engaged
+    kill_normal = [p.k_kill * r * engaged for r in rec_normal]
     il15 = np.maximum(y[:, _IL15], 0.0)
+    # IL-15 armour: an autocrine signal only the CAR cells see. It acts on survival (the
+    # Bcl-2/Mcl-1 arm of IL-15 signalling), so it slows CAR-cell loss but cannot drive
+    # antigen-independent growth without bound.
+    autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "tp": tp, "tn": tn, "normal": normal, "antigen": antigen,
+        "te": te, "tp": tp, "tn": tn, "normal": normal, "antigen": activating,
         "stimulus": stimulus, "kill_tumour": kill_tumour, "kill_normal": kill_normal,
         "il15_drive": il15 / (il15 + p.il15_half_saturation),
+        "car_survival": 1.0 - autocrine,
     }
 
 
@@ -71,13 +82,14 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # IL-15 above its baseline adds homeostatic proliferation (below it, removes some), so
     # d_memory is the net loss of memory cells at baseline IL-15.
     homeostatic = p.rho_il15 * (d["il15_drive"] - il15_drive_at_baseline(p))
+    survival = d["car_survival"]
     dy[:, _TM] = (
-        (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory
+        (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory * survival
         + p.k_reversion * (1.0 - s) * _ratio(lte, ltm)
     )
     dy[:, _TE] = (
         p.k_differentiation * s * _ratio(ltm, lte) + p.rho_effector * s + homeostatic
-        - p.d_effector - p.k_exhaustion * s - p.k_reversion * (1.0 - s)
+        - p.d_effector * survival - p.k_exhaustion * s - p.k_reversion * (1.0 - s)
     )
     dy[:, _TX] = p.k_exhaustion * s * _ratio(lte, ltx) - p.d_exhausted
     dy[:, :3] *= p.alive_car[:, None]
@@ -87,8 +99,12 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     dy[:, _TP] = (growth - d["kill_tumour"]) * p.alive_tumour_pos
     dy[:, _TN] = growth * p.alive_tumour_neg
 
-    # Normal antigen-positive cells: constant production from precursors, turnover, killing.
-    dy[:, _NB] = p.normal_turnover * (p.normal_baseline / d["normal"] - 1.0) - d["kill_normal"]
+    # Normal tissues carrying a target antigen: constant production from precursors, turnover,
+    # killing. An unused compartment holds one cell with recognition 0 and stays put.
+    baselines = (p.normal_baseline_1, p.normal_baseline_2, p.normal_baseline_3)
+    turnovers = (p.normal_turnover_1, p.normal_turnover_2, p.normal_turnover_3)
+    for j, base, k_t, x, kill in zip(_NB, baselines, turnovers, d["normal"], d["kill_normal"]):
+        dy[:, j] = k_t * (base / x - 1.0) - kill
 
     # Host lymphocytes: output from precursors plus IL-15-driven homeostatic proliferation,
     # balanced at baseline.
@@ -109,7 +125,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     dy[:, _IFNG] = p.ifng_secretion * d["te"] * s / 1e10 - p.ifng_clearance * y[:, _IFNG]
 
     # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
-    killed = d["kill_tumour"] * d["tp"] + d["kill_normal"] * d["normal"]  # cells/day
+    killed = d["kill_tumour"] * d["tp"] + sum(k * x for k, x in zip(d["kill_normal"], d["normal"]))
     ifng = np.maximum(y[:, _IFNG], 0.0)
     n = p.myeloid_hill
     drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(
@@ -122,4 +138,4 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     return dy
 
 
-assert N_STATES == 11
+assert N_STATES == 13

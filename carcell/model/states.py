@@ -18,7 +18,9 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("car_exhausted", "cells", True, "CAR T cells, exhausted (no killing or proliferation)"),
     ("tumour_pos", "cells", True, "tumour cells carrying the target antigen"),
     ("tumour_neg", "cells", True, "tumour cells without the target antigen (escape clone)"),
-    ("normal_pos", "cells", True, "normal cells carrying the antigen (B cells, plasma cells)"),
+    ("normal_1", "cells", True, "first normal tissue carrying a target antigen (e.g. B cells)"),
+    ("normal_2", "cells", True, "second normal tissue carrying a target antigen (unused: 1 cell)"),
+    ("normal_3", "cells", True, "third normal tissue carrying a target antigen (unused: 1 cell)"),
     ("host_lymphocytes", "cells", True, "host (non-CAR) lymphocytes"),
     ("il15", "pg/mL", False, "serum IL-15"),
     ("ifng", "pg/mL", False, "serum IFN-gamma"),
@@ -31,6 +33,10 @@ N_STATES = len(STATES)
 IS_LOG = tuple(s[2] for s in STATES)
 INDEX = {name: i for i, name in enumerate(STATE_NAMES)}
 
+#: normal-tissue compartments; the design decides which tissue each one holds
+NORMAL_SLOTS = 3
+NORMAL_STATES = tuple(f"normal_{j}" for j in range(1, NORMAL_SLOTS + 1))
+
 #: value written into a log-cell state once the population is extinct (fewer than one cell)
 LOG_EXTINCT = -50.0
 
@@ -40,12 +46,18 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
     "d_effector", "d_memory", "d_exhausted", "rho_il15", "il15_half_saturation",
     "antigen_half_stimulation", "stimulus_hill", "k_kill", "effector_half_kill", "serial_kill_max",
-    # recognition (0-1): how fully the CAR sees the antigen density on each target
-    "recognition_tumour", "recognition_normal",
+    # recognition (0-1) of each target through the construct's logic gate: for killing, and
+    # for activation (proliferation, cytokines), which needs about 10x more antigen
+    "recognition_tumour", "activation_tumour",
+    *(f"recognition_normal_{j}" for j in range(1, 4)),
+    *(f"activation_normal_{j}" for j in range(1, 4)),
     # tumour
     "tumour_growth_rate", "tumour_capacity",
-    # normal antigen-positive cells
-    "normal_baseline", "normal_turnover",
+    # normal tissues carrying a target antigen (cells, 1/day)
+    *(f"normal_baseline_{j}" for j in range(1, 4)),
+    *(f"normal_turnover_{j}" for j in range(1, 4)),
+    # armour: IL-15 signal (pg/mL) CAR cells see on top of serum IL-15
+    "il15_autocrine",
     # host lymphocytes and IL-15
     "host_baseline", "host_turnover", "il15_baseline", "il15_elimination", "il15_uptake_fraction",
     # cytokines and myeloid activation
@@ -76,6 +88,12 @@ class Params:
 
     def take(self, idx: np.ndarray) -> Params:
         return Params(self.values[idx])
+
+    def __getstate__(self) -> dict:
+        return {"values": self.values}
+
+    def __setstate__(self, state: dict) -> None:
+        object.__setattr__(self, "values", state["values"])
 
     def __len__(self) -> int:
         return self.values.shape[0]

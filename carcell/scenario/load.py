@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from carcell.errors import ScenarioError
 from carcell.io.yamlio import load_yaml_text, parse_scalar
+from carcell.scenario.presets import expand_preset
 from carcell.scenario.schema import Scenario, nearest
 
 
@@ -90,6 +91,7 @@ def validate_raw(raw: Any, source: str = "") -> Scenario:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: a scenario is a mapping with sections product, indication, "
                             f"regimen, population, trial; got a {type(raw).__name__}")
+    raw = expand_preset(raw)
     try:
         return Scenario.model_validate(raw)
     except ValidationError as err:

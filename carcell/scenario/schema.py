@@ -24,6 +24,11 @@ def nearest(name: str, known: list[str]) -> str | None:
     return lower[hit[0]] if hit else None
 
 
+def antigen_names() -> list[str]:
+    """Antigens of the atlas (files starting with '_' are atlas metadata, not antigens)."""
+    return [a for a in load_knowledge(False).names("antigens") if not a.startswith("_")]
+
+
 def check_known(value: str, known: list[str], what: str) -> str:
     if value in known:
         return value
@@ -36,26 +41,90 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-class Binder(_Section):
-    kd_nm: float | None = Field(
-        None, gt=0, description="binder affinity KD in nM; default: the antigen's reference binder"
-    )
+class BinderRef(_Section):
+    """One binder of a construct: a library name, or a target (its reference binder)."""
 
+    name: str | None = Field(None, description="binder library name (knowledge/data/binders.yaml)")
+    target: str | None = Field(None, description="target antigen; its reference binder is used")
+    kd_nm: float | None = Field(None, gt=0, description="affinity KD in nM; default: the library's")
 
-class Car(_Section):
-    target: str | None = Field(None, description="target antigen; default: the indication's")
-    costim: str = Field("4-1BB", description="costimulatory domain (knowledge/data/costim)")
-    binder: Binder = Binder()
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else check_known(v, load_knowledge(False).names("binders"), "binder")
 
     @field_validator("target")
     @classmethod
     def _target(cls, v: str | None) -> str | None:
-        return None if v is None else check_known(v, load_knowledge(False).names("antigens"), "antigen")
+        return None if v is None else check_known(v, antigen_names(), "antigen")
 
-    @field_validator("costim")
+    @model_validator(mode="after")
+    def _one(self) -> BinderRef:
+        if (self.name is None) == (self.target is None):
+            raise ValueError("give a binder as its library name or as a target antigen, not both")
+        return self
+
+
+def _binder_list(v):
+    """Binders may be written as names: ``[FMC63, m971]``."""
+    if v is None:
+        return []
+    items = v if isinstance(v, list) else [v]
+    return [{"name": b} if isinstance(b, str) else b for b in items]
+
+
+GATES = ("single", "OR", "AND", "NOT")
+
+
+class Logic(_Section):
+    gate: Literal["single", "OR", "AND", "NOT"] = Field(
+        "single", description="single target, OR (either antigen), AND (both), NOT (A but not B)")
+    mode: str | None = Field(
+        None, description="OR: tandem|bicistronic; AND: synnotch|split; NOT: icar (logic.yaml)")
+
+
+class Car(_Section):
+    target: str | None = Field(None, description="shorthand for one binder: the target's reference binder")
+    binders: list[BinderRef] = Field(default_factory=list, description="activating binders")
+    inhibitory_binders: list[BinderRef] = Field(
+        default_factory=list, description="NOT gate: binders of the inhibitory CAR")
+    logic: Logic = Logic()
+    hinge: str = Field("CD8a", description="hinge/spacer (knowledge/data/construct/hinges.yaml)")
+    transmembrane: str = Field("CD8a", description="transmembrane domain (construct/transmembrane.yaml)")
+    costim: list[str] = Field(default_factory=lambda: ["4-1BB"], description="costimulatory domains, in order")
+    activation: str = Field("CD3zeta", description="activation domain (construct/activation.yaml)")
+
+    @field_validator("binders", "inhibitory_binders", mode="before")
     @classmethod
-    def _costim(cls, v: str) -> str:
-        return check_known(v, load_knowledge(False).names("costim"), "domain")
+    def _binders(cls, v):
+        return _binder_list(v)
+
+    @field_validator("costim", mode="before")
+    @classmethod
+    def _costim(cls, v):
+        items = [v] if isinstance(v, str) else list(v or [])
+        known = load_knowledge(False).names("costim")
+        return [check_known(c, known, "costimulatory domain") for c in items]
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None) -> str | None:
+        return None if v is None else check_known(v, antigen_names(), "antigen")
+
+    @field_validator("hinge")
+    @classmethod
+    def _hinge(cls, v: str) -> str:
+        return check_known(v, load_knowledge(False).names("construct.hinges"), "hinge")
+
+    @field_validator("transmembrane")
+    @classmethod
+    def _tm(cls, v: str) -> str:
+        return check_known(v, load_knowledge(False).names("construct.transmembrane"), "transmembrane domain")
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        return check_known(v, load_knowledge(False).names("construct.activation"), "activation domain")
 
 
 class Dose(_Section):
@@ -70,18 +139,47 @@ class Dose(_Section):
 
 
 class Product(_Section):
+    preset: str | None = Field(None, description="named product (knowledge/data/products); "
+                               "keys given here override the preset's")
     name: str = "CAR-T product"
-    chassis: Literal["autologous_T"] = "autologous_T"
+    chassis: str = Field("autologous_T", description="cell chassis (knowledge/data/chassis)")
+    irradiated: bool | None = Field(None, description="irradiated before infusion (NK-92 must be)")
     car: Car = Car()
+    armour: list[str] = Field(default_factory=list, description="armour (knowledge/data/armour.yaml)")
+    safety: list[str] = Field(default_factory=list, description="safety switches and pharmacological "
+                              "control (knowledge/data/safety.yaml), e.g. iCasp9, dasatinib")
     dose: Dose = Dose(cells_per_kg=2e6)
     memory_fraction: float | None = Field(
         None, ge=0, le=1, description="memory/stem-like share of infused cells; default by costim"
     )
 
+    @field_validator("chassis")
+    @classmethod
+    def _chassis(cls, v: str) -> str:
+        return check_known(v, load_knowledge(False).names("chassis"), "chassis")
+
+    @field_validator("armour")
+    @classmethod
+    def _armour(cls, v: list[str]) -> list[str]:
+        known = load_knowledge(False).names("armour")
+        return [check_known(a, known, "armour") for a in v]
+
+    @field_validator("safety")
+    @classmethod
+    def _safety(cls, v: list[str]) -> list[str]:
+        known = load_knowledge(False).names("safety")
+        return [check_known(a, known, "safety or control element") for a in v]
+
 
 class LogNormal(_Section):
     median: float | None = Field(None, gt=0)
     log_sd: float | None = Field(None, ge=0)
+
+
+class AntigenOverride(_Section):
+    density: LogNormal = LogNormal()
+    negative_fraction: float | None = Field(None, ge=0, le=1, description="fixed share of tumour cells without it")
+    patients_positive: float | None = Field(None, ge=0, le=1)
 
 
 class Indication(_Section):
@@ -93,6 +191,18 @@ class Indication(_Section):
         "log-normal distribution",
     )
     antigen_density: LogNormal = LogNormal()
+    antigens: dict[str, AntigenOverride] = Field(
+        default_factory=dict,
+        description="per-antigen overrides of the atlas for this indication (density, "
+        "negative_fraction, patients_positive); the two fields above apply to the first target",
+    )
+
+    @field_validator("antigens")
+    @classmethod
+    def _antigens(cls, v: dict) -> dict:
+        for name in v:
+            check_known(name, antigen_names(), "antigen")
+        return v
 
     @field_validator("disease")
     @classmethod
