@@ -366,3 +366,63 @@ def test_design_doc_vocabulary_is_current():
     r = subprocess.run([sys.executable, "tools/gen_design_doc.py", "--check"], cwd=root,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+def _cli(*args, cwd=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "carcell", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or root, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_design_commands_end_to_end(tmp_path):
+    r = _cli("design", "explain", "examples/axicel_lbcl.yaml", "--csv", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr
+    assert "rho_effector" in r.stdout and "costim.CD28.multipliers.rho_effector" in r.stdout
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert {"parameter", "value", "unit", "derivation", "sources", "notes"} <= set(table.columns)
+    assert (table["parameter"] == "k_kill").sum() == 1
+
+    r = _cli("design", "compare", "examples/tisacel_ball.yaml", "examples/or_cd19_cd22_ball.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "half_activation[CD22]" in r.stdout and "OR (tandem)" in r.stdout
+
+    r = _cli("citations", "examples/tisacel_ball.yaml")
+    assert r.returncode == 0 and "https://doi.org/10.1002/psp4.12388" in r.stdout
+
+    r = _cli("design", "targets", "gastric", "--out", tmp_path / "t")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "t" / "targets.png").read_bytes()[:4] == b"\x89PNG"
+    ranked = pd.read_csv(tmp_path / "t" / "targets.csv")
+    assert set(ranked["logic"]) == {"single", "OR", "AND", "NOT"}
+
+    r = _cli("design", "parts")
+    assert r.returncode == 0 and "GD2-CART01" in r.stdout and "iPSC-NK" in r.stdout
+
+
+def test_design_errors_exit_2_with_one_line(tmp_path):
+    (tmp_path / "nk.yaml").write_text(
+        "indication: {disease: B-ALL}\nproduct: {chassis: NK-92, irradiated: false}\n")
+    r = _cli("run", "nk.yaml", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "product.irradiated" in r.stderr and not (tmp_path / "o").exists()
+    r = _cli("design", "targets", "gastrik")
+    assert r.returncode == 2 and "did you mean 'gastric'" in r.stderr
+
+
+def test_params_pickle_round_trip():
+    import pickle
+
+    from carcell.design import compile_chunk
+    c = compile_chunk(design(CD19_LBCL), 0, 3)
+    q = pickle.loads(pickle.dumps(c.params))
+    np.testing.assert_array_equal(q.values, c.params.values)
+    np.testing.assert_array_equal(q.k_kill, c.params.k_kill)

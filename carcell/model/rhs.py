@@ -17,7 +17,8 @@ _MAX_LOG_RATIO = 60.0
 
 _TM, _TE, _TX = INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"]
 _TP, _TN, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["host_lymphocytes"]
-_NB = [INDEX[name] for name in NORMAL_STATES]
+_NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
+assert _NB.stop - _NB.start == len(NORMAL_STATES)
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
 
 
@@ -40,23 +41,23 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     te = np.exp(y[:, _TE]) * p.alive_car
     tp = np.exp(y[:, _TP]) * p.alive_tumour_pos
     tn = np.exp(y[:, _TN]) * p.alive_tumour_neg
-    normal = [np.exp(y[:, j]) for j in _NB]
-    rec_normal = (p.recognition_normal_1, p.recognition_normal_2, p.recognition_normal_3)
-    act_normal = (p.activation_normal_1, p.activation_normal_2, p.activation_normal_3)
+    normal = np.exp(y[:, _NB])                     # (n, 3) normal-tissue compartments
+    rec_normal = p.block("recognition_normal_")
+    act_normal = p.block("activation_normal_")
     # Antigen seen by CAR cells, weighted by how fully the construct recognises each target
     # (its logic gate over the antigen densities). Activation (proliferation, cytokines) needs
     # more antigen than killing, so each target has two recognition weights. Effectors
     # compete for antigen (ratio dependence): once effectors outnumber their targets, the
     # stimulus per cell falls, so expansion is limited by antigen.
-    activating = p.activation_tumour * tp + sum(a * x for a, x in zip(act_normal, normal))
-    killable = p.recognition_tumour * tp + sum(r * x for r, x in zip(rec_normal, normal))
+    activating = p.activation_tumour * tp + (act_normal * normal).sum(axis=1)
+    killable = p.recognition_tumour * tp + (rec_normal * normal).sum(axis=1)
     stimulus = _hill(activating, p.antigen_half_stimulation + te, p.stimulus_hill)
     # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
     # limited by how many targets one effector can kill per day (serial killing), so a large
     # tumour is not cleared by a handful of cells.
     engaged = te / (te + p.effector_half_kill + p.k_kill * killable / p.serial_kill_max)
     kill_tumour = p.k_kill * p.recognition_tumour * engaged
-    kill_normal = [p.k_kill * r * engaged for r in rec_normal]
+    kill_normal = rec_normal * (p.k_kill * engaged)[:, None]
     il15 = np.maximum(y[:, _IL15], 0.0)
     # IL-15 armour: an autocrine signal only the CAR cells see. It acts on survival (the
     # Bcl-2/Mcl-1 arm of IL-15 signalling), so it slows CAR-cell loss but cannot drive
@@ -101,10 +102,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
 
     # Normal tissues carrying a target antigen: constant production from precursors, turnover,
     # killing. An unused compartment holds one cell with recognition 0 and stays put.
-    baselines = (p.normal_baseline_1, p.normal_baseline_2, p.normal_baseline_3)
-    turnovers = (p.normal_turnover_1, p.normal_turnover_2, p.normal_turnover_3)
-    for j, base, k_t, x, kill in zip(_NB, baselines, turnovers, d["normal"], d["kill_normal"]):
-        dy[:, j] = k_t * (base / x - 1.0) - kill
+    dy[:, _NB] = p.block("normal_turnover_") * (p.block("normal_baseline_") / d["normal"] - 1.0) - d["kill_normal"]
 
     # Host lymphocytes: output from precursors plus IL-15-driven homeostatic proliferation,
     # balanced at baseline.
@@ -125,7 +123,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     dy[:, _IFNG] = p.ifng_secretion * d["te"] * s / 1e10 - p.ifng_clearance * y[:, _IFNG]
 
     # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
-    killed = d["kill_tumour"] * d["tp"] + sum(k * x for k, x in zip(d["kill_normal"], d["normal"]))
+    killed = d["kill_tumour"] * d["tp"] + (d["kill_normal"] * d["normal"]).sum(axis=1)
     ifng = np.maximum(y[:, _IFNG], 0.0)
     n = p.myeloid_hill
     drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(

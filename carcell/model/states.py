@@ -68,6 +68,9 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "alive_car", "alive_tumour_pos", "alive_tumour_neg",
 )
 PARAM_INDEX = {name: i for i, name in enumerate(PARAMETER_NAMES)}
+for _prefix in ("recognition_normal_", "activation_normal_", "normal_baseline_", "normal_turnover_"):
+    assert [PARAM_INDEX[f"{_prefix}{j}"] for j in range(1, NORMAL_SLOTS + 1)] == list(
+        range(PARAM_INDEX[f"{_prefix}1"], PARAM_INDEX[f"{_prefix}1"] + NORMAL_SLOTS)), _prefix
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,11 @@ class Params:
             return self.values[:, PARAM_INDEX[name]]
         except KeyError:
             raise AttributeError(name) from None
+
+    def block(self, prefix: str) -> np.ndarray:
+        """Columns ``prefix1..prefix3`` (the normal-tissue slots) as one (n, 3) view."""
+        i = PARAM_INDEX[f"{prefix}1"]
+        return self.values[:, i:i + NORMAL_SLOTS]
 
     def take(self, idx: np.ndarray) -> Params:
         return Params(self.values[idx])
