@@ -220,6 +220,37 @@ def citations(
 
 
 @app.command()
+def grade(
+    observations: Annotated[Path, typer.Argument(help="CSV of bedside observations (docs/grading.md)")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="directory for grades.csv, episodes.csv, patients.csv")] = None,
+    capd_age: Annotated[Optional[float], typer.Option("--capd-age", help="children up to this age are graded with CAPD (default 12)")] = None,
+) -> None:
+    """Grade bedside observations: ASTCT CRS and ICANS, Lee 2014, Penn and CTCAE v5 CRS."""
+    from carcell.clinical.grading import grade_table, summarise
+    from carcell.clinical.observations import read_observations
+
+    obs = read_observations(observations)
+    graded = grade_table(obs, capd_age)
+    episodes, patients = summarise(graded)
+    t = Table(title=f"{observations}: {len(patients)} patient(s), {len(graded)} assessment(s)")
+    cols = ("patient", "crs_max_grade", "crs_onset_day", "crs_duration_days", "crs_max_grade_lee2014",
+            "crs_max_grade_penn", "crs_max_grade_ctcae5", "icans_max_grade", "icans_onset_day", "icans_duration_days")
+    heads = ("patient", "CRS (ASTCT)", "onset day", "days", "Lee 2014", "Penn", "CTCAE v5", "ICANS", "onset day", "days")
+    for h in heads:
+        t.add_column(h)
+    for _, r in patients.iterrows():
+        t.add_row(*(escape(str(r[c])) if not isinstance(r[c], float) else ("-" if r[c] != r[c] else f"{r[c]:g}")
+                    for c in cols))
+    out_console.print(t)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        graded.to_csv(out / "grades.csv", index=False)
+        episodes.to_csv(out / "episodes.csv", index=False)
+        patients.to_csv(out / "patients.csv", index=False)
+        out_console.print(f"grades per assessment, episodes and patients written to {out}/")
+
+
+@app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],

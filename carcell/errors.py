@@ -23,3 +23,7 @@ class SolverError(CarcellError, RuntimeError):
 
 class DesignError(CarcellError, ValueError):
     """A product design is contradictory or impossible; the message names the field and why."""
+
+
+class ObservationError(CarcellError, ValueError):
+    """A table of bedside observations is malformed; the message names rows, columns and fixes."""

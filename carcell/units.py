@@ -28,6 +28,9 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "cells/m2",  # doses per body-surface area
         "1/s",  # binder off-rates
         "aa",  # amino-acid length of hinges and spacers
+        "degC",  # body temperature
+        "L/min",  # oxygen flow
+        "min",  # durations at the bedside (seizures)
     }
 )
 
