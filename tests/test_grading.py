@@ -168,7 +168,8 @@ def test_capd_age_cutoff_is_configurable():
 
 @pytest.mark.parametrize("row, lee, penn, ctcae", [
     (FEVER, 1, 1, 1),
-    ({**FEVER, "hypotension": True, "fluid_boluses": 1}, 2, 3, 2),
+    ({**FEVER, "hypotension": True, "fluid_boluses": 1}, 2, 1, 2),    # Penn: one bolus is not "multiple"
+    ({**FEVER, "hypotension": True, "fluid_boluses": 2}, 2, 3, 2),
     ({**FEVER, "hypotension": True, "vasopressors": 1}, 2, 3, 3),
     ({**FEVER, "hypotension": True, "vasopressors": 1, "vasopressor_high_dose": True}, 3, 4, 3),
     ({**FEVER, "hypotension": True, "vasopressors": 2}, 3, 4, 4),

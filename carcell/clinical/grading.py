@@ -237,7 +237,7 @@ def crs_penn(df: pd.DataFrame, in_crs: np.ndarray) -> np.ndarray:
 
     2: organ dysfunction (creatinine grade 2, transaminases grade 3), hospital care for CRS or
     IV therapy other than fluids for hypotension. 3: any supplemental oxygen (cannula to
-    BiPAP), hypotension needing fluid boluses or low-dose vasopressors, creatinine grade 3,
+    BiPAP), hypotension needing multiple fluid boluses or low-dose vasopressors, creatinine grade 3,
     transaminases grade 4, coagulopathy needing products. 4: high-dose vasopressors or
     mechanical ventilation.
     """
@@ -245,7 +245,7 @@ def crs_penn(df: pd.DataFrame, in_crs: np.ndarray) -> np.ndarray:
     vent = (dev == "mechanical_ventilation") & ~df["positive_pressure_for_other_reason"].to_numpy()
     n = df["vasopressors"].to_numpy()
     high = df["vasopressor_high_dose"].to_numpy() | (n >= 2)
-    hypo_treated = (df["fluid_boluses"].to_numpy() > 0) | (n > 0)
+    hypo_treated = (df["fluid_boluses"].to_numpy() >= 2) | (n > 0)   # "multiple fluid boluses"
     creat, trans = df["creatinine_grade"].to_numpy(), df["transaminitis_grade"].to_numpy()
     g = np.select([vent | high,
                    (dev != "none") | hypo_treated | (creat >= 3) | (trans >= 4) | df["coagulopathy_treated"].to_numpy(),
