@@ -31,6 +31,11 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "degC",  # body temperature
         "L/min",  # oxygen flow
         "min",  # durations at the bedside (seizures)
+        "h",  # dosing intervals
+        "mg",  # drug doses
+        "mg/kg",
+        "ug/mL",  # drug concentrations (mg/L)
+        "L/kg",  # volumes of distribution
     }
 )
 

@@ -99,6 +99,45 @@ def _episodes(patient: np.ndarray, active: np.ndarray) -> np.ndarray:
     return np.where(active, counts - offset, 0)
 
 
+class CrsEpisodes:
+    """The ASTCT CRS state of a group of patients, advanced one assessment at a time.
+
+    Holds, per patient, whether a CRS episode is under way and whether its fever has been
+    masked by therapy (R-CRS-2). :meth:`step` grades one assessment of every patient given
+    there; the table grader (:func:`crs_astct`) and the simulation's closed loop both use it,
+    so simulated patients are graded by the same code as real ones.
+    """
+
+    def __init__(self, n: int):
+        self.on = np.zeros(n, dtype=bool)
+        self.masked = np.zeros(n, dtype=bool)
+
+    def step(self, who: np.ndarray, fever: np.ndarray, organ: np.ndarray, treated: np.ndarray) -> np.ndarray:
+        """Grades (0-4) of one assessment of patients ``who`` (indices or a boolean mask).
+
+        ``fever``: temperature >= the fever threshold without another cause; ``organ``: the
+        worse of the hypotension and hypoxia grades (0, 2, 3, 4); ``treated``: antipyretic or
+        anti-cytokine therapy given since the last assessment.
+        """
+        on = self.on[who] | fever
+        masked = self.masked[who] | (on & treated)
+        grade = np.where(fever, np.maximum(1, organ), np.where(on & masked & (organ > 0), organ, 0))
+        ended = (grade == 0) & ~fever
+        self.on[who] = on & ~ended
+        self.masked[who] = masked & ~ended
+        return grade
+
+
+def crs_signs(df: pd.DataFrame, th: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fever, organ grade, treated) of every row, the inputs of :class:`CrsEpisodes`."""
+    other = df["crs_alternative_cause"].to_numpy()
+    fever = (df["temperature_c"].to_numpy() >= th.fever_c) & ~other
+    organ = np.maximum(_hypotension_grade(df), _hypoxia_grade(df, th))
+    organ = np.where(other, 0, organ)
+    treated = (df["antipyretic"] | df["tocilizumab"] | df["corticosteroid"] | df["anakinra"]).to_numpy()
+    return fever, organ, treated
+
+
 def crs_astct(df: pd.DataFrame, th: Thresholds | None = None) -> pd.DataFrame:
     """ASTCT CRS grade of every row (rows sorted by patient, then day).
 
@@ -115,32 +154,15 @@ def crs_astct(df: pd.DataFrame, th: Thresholds | None = None) -> pd.DataFrame:
     - R-CRS-7: death from CRS is grade 5.
     """
     th = th or thresholds()
-    other = df["crs_alternative_cause"].to_numpy()
-    fever = (df["temperature_c"].to_numpy() >= th.fever_c) & ~other
-    organ = np.maximum(_hypotension_grade(df), _hypoxia_grade(df, th))
-    organ = np.where(other, 0, organ)
-    treated_now = (df["antipyretic"] | df["tocilizumab"] | df["corticosteroid"] | df["anakinra"]).to_numpy()
+    fever, organ, treated = crs_signs(df, th)
     patient = df["patient"].to_numpy()
+    codes, index = np.unique(patient, return_inverse=True)
+    rank = df.groupby("patient", sort=False).cumcount().to_numpy()
+    episodes = CrsEpisodes(len(codes))
     grade = np.zeros(len(df), dtype=int)
-    in_episode = np.zeros(len(df), dtype=bool)
-    # The masked-fever rule carries state from one assessment to the next within a patient.
-    on, masked, prev = False, False, None
-    for i in range(len(df)):
-        if patient[i] != prev:
-            on, masked, prev = False, False, patient[i]
-        if fever[i]:
-            on = True
-        if on and treated_now[i]:
-            masked = True          # therapy during the episode masks later fever
-        if fever[i]:
-            grade[i] = max(1, organ[i])
-        elif on and masked and organ[i] > 0:
-            grade[i] = organ[i]
-        else:
-            grade[i] = 0
-        if grade[i] == 0 and not fever[i]:
-            on, masked = False, False
-        in_episode[i] = grade[i] > 0
+    for r in range(int(rank.max()) + 1 if len(df) else 0):   # the k-th assessment of every patient
+        rows = np.flatnonzero(rank == r)
+        grade[rows] = episodes.step(index[rows], fever[rows], organ[rows], treated[rows])
     died = (df["death"] == "crs").to_numpy()
     grade = np.where(died, 5, grade)
     return pd.DataFrame({"crs_astct": grade, "crs_fever": fever,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from carcell.clinical.management import Manager, load_protocol
+from carcell.clinical.signs import SignModel
 from carcell.cohort.metrics import clinical_trajectories, patient_metrics
 from carcell.design import Design, compile_chunk, resolve_design
 from carcell.knowledge import load_knowledge
@@ -28,12 +30,22 @@ class CohortResult:
     events: pd.DataFrame
 
 
-def output_times(scenario: Scenario) -> np.ndarray:
+def output_times(scenario: Scenario, assessments: np.ndarray | None = None) -> np.ndarray:
+    """The output grid: every ``output_every_days``, plus the toxicity assessment times."""
     t = scenario.trial
     times = np.arange(0.0, t.follow_up_days + 1e-9, t.output_every_days)
     if times[-1] < t.follow_up_days:
         times = np.append(times, t.follow_up_days)
+    if assessments is not None:
+        times = np.union1d(times, assessments[assessments <= t.follow_up_days])
     return times
+
+
+def assessment_days(k) -> np.ndarray:
+    """Twice-daily toxicity assessments for the first weeks (toxicity.yaml signs)."""
+    every = float(k.value("toxicity.signs.assessment_every_days"))
+    until = float(k.value("toxicity.signs.assessment_until_day"))
+    return np.round(np.arange(0.0, until + 1e-9, every), 9)
 
 
 def round_days(design: Design, times: np.ndarray) -> np.ndarray:
@@ -67,8 +79,12 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     """Simulate ``scenario.population.n`` patients; ``progress(done, total)`` reports work units."""
     k = load_knowledge()
     design = resolve_design(scenario, k)
-    times = output_times(scenario)
+    assessments = assessment_days(k)
+    times = output_times(scenario, assessments)
+    assessments = assessments[assessments <= times[-1]]
     rounds = round_days(design, times)
+    protocol = load_protocol(k, scenario.regimen.protocol)
+    signs = SignModel.from_knowledge(k)
     n = scenario.population.n
     solver = scenario.trial.solver
     chunk = solver.chunk_size
@@ -83,14 +99,27 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
             if progress is not None and (j % 5 == 0 or j == times.size - 1):
                 progress(base + j * m, total)
 
+        manager = Manager(
+            protocol=protocol, signs=signs, params=c.params,
+            weight_kg=c.covariates["weight_kg"].to_numpy(), age_years=c.covariates["age_years"].to_numpy(),
+            patient_ids=c.covariates["patient_id"].to_numpy(), assessment_days=assessments,
+            toci_volume_l_per_kg=float(k.value("toxicity.drugs.tocilizumab.volume")),
+            mp_per_dex=float(k.value("toxicity.drugs.methylprednisolone_per_dexamethasone")),
+            interval_h=24.0 * float(k.value("toxicity.signs.assessment_every_days")))
         Y, status, _ = simulate_batch(c.params, c.y0, times, rounds, rtol=solver.rtol,
-                                      atol=solver.atol, max_steps=solver.max_steps, progress=step)
+                                      atol=solver.atol, max_steps=solver.max_steps, progress=step,
+                                      assess=manager, assessment_days=assessments)
         done += (stop - start) * (times.size - 1)
         traj = clinical_trajectories(Y, design, c.covariates["blood_volume_ul"].to_numpy())
         names = np.array([STATUS_NAMES[s] for s in status], dtype=object)
         df, resp = patient_metrics(times, traj, design, c.covariates, names)
+        tox = manager.patient_table()
+        failed = names != "ok"
+        for col in tox.columns:   # a failed patient has no trustworthy toxicity either
+            df[col] = np.where(failed, np.nan, tox[col].to_numpy(dtype=float))
         frames.append(df)
         event_parts.append(_events(df, resp, design))
+        event_parts.append(manager.events())
         traj_parts.append({q: v.astype(np.float32) for q, v in traj.items()})
     patients = pd.concat(frames, ignore_index=True)
     trajectories = {q: np.concatenate([t[q] for t in traj_parts]) for q in traj_parts[0]}

@@ -61,6 +61,22 @@ _PHYSIOLOGY = {
     "il6_max": "physiology.il6.max_from_myeloid",
     "il6_clearance": "physiology.il6.clearance",
 }
+_TOXICITY = {
+    "endothelial_on": "toxicity.endothelium.activation_rate",
+    "endothelial_off": "toxicity.endothelium.deactivation_rate",
+    "endothelial_half": "toxicity.endothelium.half_activation",
+    "endothelial_hill": "toxicity.endothelium.hill",
+    "toci_elimination": "toxicity.drugs.tocilizumab.elimination",
+    "toci_kd": "toxicity.drugs.tocilizumab.kd",
+    "il6_receptor_clearance": "toxicity.drugs.tocilizumab.il6_receptor_clearance",
+    "steroid_elimination": "toxicity.drugs.dexamethasone.elimination",
+    "steroid_ed50": "toxicity.drugs.dexamethasone.ed50",
+    "steroid_cytokine_emax": "toxicity.drugs.dexamethasone.cytokine_emax",
+    "steroid_expansion_emax": "toxicity.drugs.dexamethasone.expansion_emax",
+    "fever_il6_half": "toxicity.signs.fever_il6_half",
+    "leak_il6_half": "toxicity.signs.leak_il6_half",
+    "icans_half": "toxicity.signs.icans_half",
+}
 _PROLIFERATION = ("rho_effector", "rho_memory", "rho_il15")
 
 
@@ -115,6 +131,7 @@ class Design:
     exhausted_fraction: float
     minimum_phenotype_share: float
     variability: dict[str, float]
+    omega_order: list[str]               # order of the per-patient variability draws
     response: dict[str, object]
     conversion: dict[str, float]
     ledger: Ledger = field(repr=False)
@@ -314,7 +331,7 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
     ledger = Ledger(k)
 
     _car_kinetics(ledger, k, ind.disease, construct)
-    for name, path in _PHYSIOLOGY.items():
+    for name, path in {**_PHYSIOLOGY, **_TOXICITY}.items():
         ledger.base(name, path)
     ledger.base("tumour_growth_rate", f"{ip}.tumour.growth_rate")
     ledger.base("tumour_capacity", f"{ip}.tumour.capacity")
@@ -353,10 +370,15 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         ledger.rule("memory_fraction", float(np.mean(fractions)), "1",
                     "mean of " + ", ".join(f"costim.{d}.memory_fraction" for d in construct.costim))
 
-    variability = {
-        name: float(k.value(f"car_t.variability.{name}")) for name in k.names("car_t.variability")
-    }
+    variability = {name: float(k.value(f"car_t.variability.{name}")) for name in k.names("car_t.variability")}
     variability.update(scenario.population.variability)
+    # Draw order: the kinetic omegas first (sorted), then the toxicity susceptibilities, so
+    # adding the toxicity layer left every patient's kinetic draws as they were.
+    omega_order = sorted(variability)
+    for name in k.names("toxicity.variability"):
+        if name not in variability:
+            variability[name] = float(k.value(f"toxicity.variability.{name}"))
+            omega_order.append(name)
 
     criteria = k.text(f"{ip}.response_criteria")
     response = {}
@@ -393,6 +415,7 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         exhausted_fraction=float(k.value("car_t.product.exhausted_fraction")),
         minimum_phenotype_share=float(k.value("car_t.product.minimum_phenotype_share")),
         variability=variability,
+        omega_order=omega_order,
         response=response,
         conversion=conversion,
         ledger=ledger,
@@ -422,7 +445,7 @@ def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
     """Draw patients ``start..stop`` (0-based) and build their parameters and initial states."""
     sc = design.scenario
     n = stop - start
-    omega_names = sorted(design.variability)
+    omega_names = design.omega_order
     extra = design.antigens[1:]
     n_draws = _FIXED_DRAWS + len(omega_names) + 3 * len(extra)
     draws = np.empty((n, n_draws))

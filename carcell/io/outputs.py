@@ -24,6 +24,8 @@ PATIENT_UNITS = {
     "auc_0_28_copies_day_per_ug": "copies*day/ug", "response_day": "day",
     "progression_day": "day", "best_change_in_burden": "1", "il6_peak_pg_per_ml": "pg/mL",
     "ifng_peak_pg_per_ml": "pg/mL", "b_cell_aplasia_days": "day",
+    "crs_max_grade": "ASTCT grade", "icans_max_grade": "ASTCT grade", "crs_max_grade_lee2014": "Lee 2014 grade",
+    "crs_max_grade_penn": "Penn grade", "crs_max_grade_ctcae5": "CTCAE v5 grade", "tocilizumab_doses": "doses",
 }
 
 
@@ -37,7 +39,7 @@ def patient_units(columns) -> dict[str, str]:
             units[c] = "molecules/cell"
         elif c.endswith(("_fraction", "_nadir_fraction")):
             units[c] = "1"
-        elif c.endswith("_days"):
+        elif c.endswith(("_days", "_day")):
             units[c] = "day"
     return units
 

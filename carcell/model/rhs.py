@@ -20,6 +20,7 @@ _TP, _TN, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["host_lymphocyte
 _NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
 assert _NB.stop - _NB.start == len(NORMAL_STATES)
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
+_ENDO, _TOCI, _STER = INDEX["endothelial_activation"], INDEX["tocilizumab"], INDEX["corticosteroid"]
 
 
 def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
@@ -34,6 +35,18 @@ def _hill(x: np.ndarray, half: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 def il15_drive_at_baseline(p: Params) -> np.ndarray:
     return p.il15_baseline / (p.il15_baseline + p.il15_half_saturation)
+
+
+def il6_receptor_occupancy(y: np.ndarray, p: Params) -> np.ndarray:
+    """Share of IL-6 receptors bound by tocilizumab."""
+    c = np.maximum(y[:, _TOCI], 0.0)
+    return c / (c + p.toci_kd)
+
+
+def steroid_effect(y: np.ndarray, p: Params) -> np.ndarray:
+    """Corticosteroid effect, 0-1 (Emax model on the dexamethasone-equivalent amount)."""
+    d = np.maximum(y[:, _STER], 0.0)
+    return d / (d + p.steroid_ed50)
 
 
 def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
@@ -88,8 +101,10 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
         (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory * survival
         + p.k_reversion * (1.0 - s) * _ratio(lte, ltm)
     )
+    steroid = steroid_effect(y, p)
     dy[:, _TE] = (
-        p.k_differentiation * s * _ratio(ltm, lte) + p.rho_effector * s + homeostatic
+        p.k_differentiation * s * _ratio(ltm, lte)
+        + p.rho_effector * (1.0 - p.steroid_expansion_emax * steroid) * s + homeostatic
         - p.d_effector * survival - p.k_exhaustion * s - p.k_reversion * (1.0 - s)
     )
     dy[:, _TX] = p.k_exhaustion * s * _ratio(lte, ltx) - p.d_exhausted
@@ -119,8 +134,10 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     k_uptake = p.il15_elimination * p.il15_uptake_fraction
     dy[:, _IL15] = p.il15_elimination * p.il15_baseline - (k_clear + k_uptake * consumers) * y[:, _IL15]
 
-    # IFN-gamma from antigen-engaged effectors (secretion per 1e10 engaged cells).
-    dy[:, _IFNG] = p.ifng_secretion * d["te"] * s / 1e10 - p.ifng_clearance * y[:, _IFNG]
+    # IFN-gamma from antigen-engaged effectors (secretion per 1e10 engaged cells); corticosteroids
+    # dampen cytokine production.
+    dampen = 1.0 - p.steroid_cytokine_emax * steroid
+    dy[:, _IFNG] = p.ifng_secretion * dampen * d["te"] * s / 1e10 - p.ifng_clearance * y[:, _IFNG]
 
     # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
     killed = d["kill_tumour"] * d["tp"] + (d["kill_normal"] * d["normal"]).sum(axis=1)
@@ -131,9 +148,22 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     m = y[:, _MAC]
     dy[:, _MAC] = p.macrophage_on * drive * (1.0 - m) - p.macrophage_off * m
 
-    # IL-6 relaxes towards baseline plus an activation-proportional production.
-    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * m - y[:, _IL6])
+    # IL-6: production at baseline plus an activation-proportional part (dampened by steroids);
+    # part of its clearance goes through the IL-6 receptor, so tocilizumab raises serum IL-6.
+    occupancy = il6_receptor_occupancy(y, p)
+    clearance = p.il6_clearance * (1.0 - p.il6_receptor_clearance * occupancy)
+    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m) - clearance * y[:, _IL6]
+
+    # Endothelial activation follows myeloid activation (ICANS substrate). Tocilizumab does not
+    # act here (it blocks IL-6 signalling, not the myeloid activation behind it).
+    e = y[:, _ENDO]
+    drive = _hill(np.maximum(m, 0.0), p.endothelial_half, p.endothelial_hill) * dampen
+    dy[:, _ENDO] = p.endothelial_on * drive * (1.0 - e) - p.endothelial_off * e
+
+    # Drugs: first-order loss; doses arrive as jumps at clinical assessments.
+    dy[:, _TOCI] = -p.toci_elimination * y[:, _TOCI]
+    dy[:, _STER] = -p.steroid_elimination * y[:, _STER]
     return dy
 
 
-assert N_STATES == 13
+assert N_STATES == 16

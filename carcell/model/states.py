@@ -26,6 +26,9 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("ifng", "pg/mL", False, "serum IFN-gamma"),
     ("macrophage_activation", "1", False, "fraction of myeloid cells activated (0-1)"),
     ("il6", "pg/mL", False, "serum IL-6"),
+    ("endothelial_activation", "1", False, "fraction of endothelium activated (0-1), drives ICANS"),
+    ("tocilizumab", "ug/mL", False, "serum tocilizumab"),
+    ("corticosteroid", "mg", False, "corticosteroid in its effect compartment, dexamethasone-equivalent"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
@@ -64,6 +67,12 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "ifng_secretion", "ifng_clearance", "macrophage_on", "macrophage_off",
     "ifng_half_activation", "damp_weight", "damp_half_activation", "myeloid_hill",
     "il6_baseline", "il6_max", "il6_clearance",
+    # endothelial activation (ICANS substrate) and the drugs that act in the model
+    "endothelial_on", "endothelial_off", "endothelial_half", "endothelial_hill",
+    "toci_elimination", "toci_kd", "il6_receptor_clearance",
+    "steroid_elimination", "steroid_ed50", "steroid_cytokine_emax", "steroid_expansion_emax",
+    # patient susceptibility: thresholds of the clinical signs (read at assessments, not in rhs)
+    "fever_il6_half", "leak_il6_half", "icans_half",
     # extinction flags (1 = population alive, 0 = extinct), set at clinical rounds
     "alive_car", "alive_tumour_pos", "alive_tumour_neg",
 )

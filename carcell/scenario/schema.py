@@ -212,6 +212,19 @@ class Indication(_Section):
 
 class Regimen(_Section):
     lymphodepletion: str = "flu_cy"
+    protocol: str | dict = Field(
+        "asco2021", description="toxicity management: a bundled protocol (knowledge/data/protocols: "
+        "asco2021, zuma1_cohort6, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v):
+        if isinstance(v, str):
+            return check_known(v, load_knowledge(False).names("protocols"), "management protocol")
+        from carcell.clinical.management import protocol_from_node  # noqa: PLC0415 - avoids an import cycle
+
+        protocol_from_node(v, "regimen.protocol")
+        return v
 
     @field_validator("lymphodepletion")
     @classmethod

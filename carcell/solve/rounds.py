@@ -62,8 +62,14 @@ def simulate_batch(
     atol: float,
     max_steps: int = 100_000,
     progress=None,
+    assess=None,
+    assessment_days: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Params]:
     """Integrate every patient over ``times`` (days, starting at 0).
+
+    ``assess(day, y, followed)``, when given, is called at each of ``assessment_days`` (output
+    times) with the current states and the indices of patients still integrating; it may change
+    ``y`` in place (drug doses). The stored output is the state after the assessment.
 
     Returns the trajectories, shape (n, len(times), N_STATES), the solver status per patient,
     and the parameters with the extinction flags as they ended.
@@ -77,6 +83,11 @@ def simulate_batch(
     out[:, 0] = y
     status = np.full(n, STATUS_OK, dtype=np.int8)
     boundaries = _round_plan(times, rounds)
+    assess_at = _round_plan(times, assessment_days) if (assess is not None and assessment_days is not None
+                                                          and len(assessment_days)) else set()
+    if 0 in assess_at:
+        assess(float(times[0]), y, np.flatnonzero(status == STATUS_OK))
+        out[:, 0] = y
     h = None
     tol = atol_vector(atol)
     failed_at = np.full(n, times.size)
@@ -89,6 +100,8 @@ def simulate_batch(
             apply_extinction(y, values)
         bad = ~np.all(np.isfinite(y), axis=1)
         status[bad & (status == STATUS_OK)] = STATUS_NONFINITE
+        if j in assess_at:
+            assess(float(times[j]), y, np.flatnonzero(status == STATUS_OK))
         failed_at[(status != STATUS_OK) & (failed_at == times.size)] = j
         out[:, j] = y
         if progress is not None:

@@ -1,0 +1,264 @@
+"""Toxicity management in closed loop: assess, grade, treat, at every clinical assessment.
+
+A :class:`Manager` is called by the solver at each assessment time (twice daily for the first
+weeks). For every patient still being followed it
+
+1. turns the current model states into a bedside observation (:mod:`carcell.clinical.signs`),
+   adding the drugs given since the last assessment;
+2. grades it with the same code as real patients (:class:`~carcell.clinical.grading.CrsEpisodes`,
+   :func:`~carcell.clinical.grading.icans_astct` and the older CRS scales);
+3. applies the protocol (``knowledge/data/protocols/*.yaml``): prophylaxis on its days, then
+   each rule whose condition holds (``"crs >= 2"``, ``"icans >= 1"``, ``"crs >= 1 for 24 h"``);
+   a dose enters the model as a jump of the drug's state.
+
+Rules: a drug given ``every`` N hours is given as the doses due until the next assessment;
+tocilizumab respects its minimum interval, maximum per 24 h and in total, and (with
+``repeat_only_if_no_improvement``) is repeated only when the CRS grade has not fallen since the
+last dose. Everything given and every grade change is logged for ``events.parquet``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from carcell.clinical import grading
+from carcell.clinical.signs import SignModel, observe
+from carcell.errors import ScenarioError
+from carcell.knowledge import Knowledge
+from carcell.model.states import INDEX, Params
+
+_WHEN = re.compile(r"^\s*(crs|icans)\s*>=\s*([0-5])\s*(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
+DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone")
+
+
+@dataclass
+class Rule:
+    id: str
+    toxicity: str            # crs | icans
+    grade: int
+    for_hours: float
+    drug: str
+    dose: float              # mg/kg for tocilizumab, mg otherwise
+    every_h: float | None
+    max_single: float | None
+    min_interval_h: float
+    max_in_24h: int | None
+    max_total: int | None
+    only_if_no_improvement: bool
+
+
+@dataclass
+class Prophylaxis:
+    id: str
+    drug: str
+    days: tuple[float, ...]
+    dose: float
+
+
+@dataclass
+class Protocol:
+    name: str
+    source: str
+    rules: list[Rule]
+    prophylaxis: list[Prophylaxis]
+
+
+def _number(node, key: str, where: str, default=None):
+    """A rule's number: a sourced entry {value: ...} in protocol files, or a plain number in a scenario."""
+    if key not in node:
+        return default
+    v = node[key]
+    v = v.get("value") if isinstance(v, dict) else v
+    if isinstance(v, list):
+        return tuple(float(x) for x in v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ScenarioError(f"{where}.{key}: {v!r} is not a number") from None
+
+
+def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol:
+    """A protocol from its mapping (a protocol file, or ``regimen.protocol`` written in a scenario)."""
+    rules = []
+    for i, r in enumerate(node.get("rules") or []):
+        at = f"{where}.rules[{i}]"
+        m = _WHEN.match(str(r.get("when", "")))
+        if not m:
+            raise ScenarioError(f"{at}.when: {r.get('when')!r} is not understood; write it as "
+                                "'crs >= 2', 'icans >= 1' or 'crs >= 1 for 24 h'")
+        drug = str(r.get("give"))
+        if drug not in DRUGS:
+            raise ScenarioError(f"{at}.give: {drug!r} is not a drug carcell models; use one of {', '.join(DRUGS)}")
+        if "dose" not in r:
+            raise ScenarioError(f"{at}.dose: missing (mg/kg for tocilizumab, mg otherwise)")
+        total = _number(r, "max_total", at)
+        per_day = _number(r, "max_in_24h", at)
+        rules.append(Rule(
+            id=str(r.get("id", f"rule{i}")), toxicity=m.group(1), grade=int(m.group(2)),
+            for_hours=float(m.group(3) or 0), drug=drug, dose=_number(r, "dose", at),
+            every_h=_number(r, "every", at), max_single=_number(r, "max_single", at),
+            min_interval_h=_number(r, "min_interval", at, 0.0),
+            max_in_24h=None if per_day is None else int(per_day),
+            max_total=None if total is None else int(total),
+            only_if_no_improvement=bool(r.get("repeat_only_if_no_improvement", False))))
+    prophylaxis = []
+    for i, q in enumerate(node.get("prophylaxis") or []):
+        at = f"{where}.prophylaxis[{i}]"
+        if str(q.get("give")) not in DRUGS:
+            raise ScenarioError(f"{at}.give: {q.get('give')!r} is not a drug carcell models; use one of {', '.join(DRUGS)}")
+        days = _number(q, "days", at)
+        prophylaxis.append(Prophylaxis(id=str(q.get("id", f"prophylaxis{i}")), drug=str(q["give"]),
+                                       days=days if isinstance(days, tuple) else (days,), dose=_number(q, "dose", at)))
+    return Protocol(name=str(node.get("name", name)), source=str(node.get("source", "")), rules=rules,
+                    prophylaxis=prophylaxis)
+
+
+def load_protocol(k: Knowledge, protocol) -> Protocol:
+    """A bundled protocol by name (knowledge/data/protocols), or a mapping of rules."""
+    if isinstance(protocol, dict):
+        return protocol_from_node(protocol, "regimen.protocol")
+    return protocol_from_node(k.node(f"protocols.{protocol}"), f"protocols.{protocol}", protocol)
+
+
+@dataclass
+class Manager:
+    """Closed-loop grading and treatment for one chunk of simulated patients."""
+
+    protocol: Protocol
+    signs: SignModel
+    params: Params
+    weight_kg: np.ndarray
+    age_years: np.ndarray
+    patient_ids: np.ndarray
+    assessment_days: np.ndarray
+    toci_volume_l_per_kg: float
+    mp_per_dex: float
+    interval_h: float
+    log: list[tuple] = field(default_factory=list)
+    grades: list[pd.DataFrame] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.patient_ids)
+        self.th = grading.thresholds()
+        self.crs = grading.CrsEpisodes(n)
+        self.crs_grade = np.zeros(n, dtype=int)
+        self.icans_grade = np.zeros(n, dtype=int)
+        self.crs_since = np.full(n, np.nan)        # day the current CRS grade >= g began (per rule)
+        self.above_since: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
+        self.toci_days: list[list[float]] = [[] for _ in range(n)]
+        self.toci_grade_at_dose = np.full(n, 99)
+        self.given_since: dict[str, np.ndarray] = {d: np.zeros(n, dtype=bool) for d in DRUGS}
+        self.steroid_days: list[set[int]] = [set() for _ in range(n)]
+
+    # -- dosing ---------------------------------------------------------------------------------
+    def _give(self, y: np.ndarray, who: np.ndarray, drug: str, amount_mg: np.ndarray, day: float, rule: str) -> None:
+        if who.size == 0:
+            return
+        if drug == "tocilizumab":
+            y[who, INDEX["tocilizumab"]] += amount_mg / (self.toci_volume_l_per_kg * self.weight_kg[who])
+            for i in who:
+                self.toci_days[i].append(day)
+        else:
+            dex = amount_mg if drug == "dexamethasone" else amount_mg / self.mp_per_dex
+            y[who, INDEX["corticosteroid"]] += dex
+            for i in who:
+                self.steroid_days[i].add(int(np.floor(day)))
+        self.given_since[drug][who] = True
+        for i, mg in zip(who, np.broadcast_to(amount_mg, who.shape)):
+            self.log.append((int(self.patient_ids[i]), float(day), "drug", float(mg), f"{drug} ({rule})"))
+
+    def _tocilizumab_allowed(self, i: int, day: float, rule: Rule) -> bool:
+        past = self.toci_days[i]
+        if rule.max_total is not None and len(past) >= rule.max_total:
+            return False
+        if past and (day - past[-1]) * 24 < rule.min_interval_h - 1e-9:
+            return False
+        if rule.max_in_24h is not None and sum(day - d < 1 - 1e-9 for d in past) >= rule.max_in_24h:
+            return False
+        if rule.only_if_no_improvement and past and self.crs_grade[i] < self.toci_grade_at_dose[i]:
+            return False
+        return True
+
+    # -- one assessment -------------------------------------------------------------------------
+    def __call__(self, day: float, y: np.ndarray, followed: np.ndarray) -> None:
+        """Assess, grade and treat patients ``followed`` (indices) at ``day``; doses change ``y``."""
+        who = followed
+        obs = observe(self.signs, y[who], self.params.take(who), self.patient_ids[who], day, self.age_years[who])
+        obs["tocilizumab"] = self.given_since["tocilizumab"][who]
+        obs["corticosteroid"] = (self.given_since["dexamethasone"] | self.given_since["methylprednisolone"])[who]
+        for d in DRUGS:
+            self.given_since[d][who] = False
+        fever, organ, treated = grading.crs_signs(obs, self.th)
+        crs = self.crs.step(who, fever, organ, treated)
+        icans = grading.icans_astct(obs, self.th)
+        in_crs = crs > 0
+        older = {"crs_lee2014": grading.crs_lee2014(obs, in_crs, self.th),
+                 "crs_penn": grading.crs_penn(obs, in_crs), "crs_ctcae5": grading.crs_ctcae5(obs, in_crs, self.th)}
+        for tox, new, old in (("crs", crs, self.crs_grade[who]), ("icans", icans, self.icans_grade[who])):
+            for i, g_new, g_old in zip(who[new != old], new[new != old], old[new != old]):
+                self.log.append((int(self.patient_ids[i]), float(day), f"{tox}_grade", float(g_new),
+                                 f"{tox.upper()} grade {g_old} -> {g_new} (ASTCT)"))
+        self.crs_grade[who], self.icans_grade[who] = crs, icans
+        self.grades.append(pd.DataFrame({"patient": self.patient_ids[who], "day": day, "crs_astct": crs,
+                                         "icans_astct": icans, "temperature_c": obs["temperature_c"].to_numpy(),
+                                         "vasopressors": obs["vasopressors"].to_numpy(),
+                                         "oxygen_device": obs["oxygen_device"].to_numpy(),
+                                         "ice_score": obs["ice_score"].to_numpy(), **older}))
+
+        for q in self.protocol.prophylaxis:
+            if any(abs(day - d) < 1e-9 for d in q.days):
+                self._give(y, who, q.drug, np.full(who.size, q.dose), day, q.id)
+        for rule in self.protocol.rules:
+            graded = self.crs_grade[who] if rule.toxicity == "crs" else self.icans_grade[who]
+            hit = graded >= rule.grade
+            since = self.above_since[rule.id]
+            since[who[~hit]] = np.nan
+            start = who[hit & np.isnan(since[who])]
+            since[start] = day
+            ready = who[hit & ((day - since[who]) * 24 >= rule.for_hours - 1e-9)]
+            if rule.drug == "tocilizumab":
+                ready = np.array([i for i in ready if self._tocilizumab_allowed(i, day, rule)], dtype=int)
+                mg = rule.dose * self.weight_kg[ready]
+                if rule.max_single is not None:
+                    mg = np.minimum(mg, rule.max_single)
+                self._give(y, ready, "tocilizumab", mg, day, rule.id)
+                self.toci_grade_at_dose[ready] = self.crs_grade[ready]
+            else:
+                doses = 1.0 if rule.every_h is None else max(1.0, self.interval_h / rule.every_h)
+                self._give(y, ready, rule.drug, np.full(ready.size, rule.dose * doses), day, rule.id)
+
+    # -- results --------------------------------------------------------------------------------
+    def patient_table(self) -> pd.DataFrame:
+        """Per patient: maximum grades, onset, duration, drugs, ICU days (from the graded series)."""
+        g = pd.concat(self.grades, ignore_index=True) if self.grades else pd.DataFrame(
+            columns=["patient", "day", "crs_astct", "icans_astct"])
+        g = g.sort_values(["patient", "day"], kind="stable").reset_index(drop=True)
+        g["crs_episode"] = grading._episodes(g["patient"].to_numpy(), g["crs_astct"].to_numpy() > 0)
+        g["icans_episode"] = grading._episodes(g["patient"].to_numpy(), g["icans_astct"].to_numpy() > 0)
+        _, per = grading.summarise(g.assign(crs_lee2014=g.get("crs_lee2014", 0), crs_penn=g.get("crs_penn", 0),
+                                            crs_ctcae5=g.get("crs_ctcae5", 0)))
+        per = per.set_index("patient").reindex(self.patient_ids)
+        severe = ((g["crs_astct"] >= 3) | (g["icans_astct"] >= 3))
+        icu = (g[severe].groupby("patient")["day"].nunique() * self.interval_h / 24).reindex(self.patient_ids)
+        out = pd.DataFrame({
+            "crs_max_grade": per["crs_max_grade"].fillna(0).astype(int).to_numpy(),
+            "crs_onset_day": per["crs_onset_day"].to_numpy(),
+            "crs_duration_days": per["crs_duration_days"].to_numpy(),
+            "icans_max_grade": per["icans_max_grade"].fillna(0).astype(int).to_numpy(),
+            "icans_onset_day": per["icans_onset_day"].to_numpy(),
+            "icans_duration_days": per["icans_duration_days"].to_numpy(),
+            "crs_max_grade_lee2014": per["crs_max_grade_lee2014"].fillna(0).astype(int).to_numpy(),
+            "crs_max_grade_penn": per["crs_max_grade_penn"].fillna(0).astype(int).to_numpy(),
+            "crs_max_grade_ctcae5": per["crs_max_grade_ctcae5"].fillna(0).astype(int).to_numpy(),
+            "tocilizumab_doses": np.array([len(d) for d in self.toci_days]),
+            "steroid_days": np.array([len(d) for d in self.steroid_days]),
+            "icu_days": icu.fillna(0.0).to_numpy(),
+        })
+        return out
+
+    def events(self) -> pd.DataFrame:
+        return pd.DataFrame(self.log, columns=["patient_id", "day", "event", "value", "detail"])

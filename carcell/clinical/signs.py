@@ -1,0 +1,106 @@
+"""What a clinician sees at the bedside of a simulated patient, from the model's states.
+
+At every assessment the simulated patient gets the same observation row a nurse would record
+for a real one (temperature, hypotension and vasopressors, oxygen device, ICE score,
+consciousness, seizures, drugs given), and is then graded by the same code
+(:mod:`carcell.clinical.grading`). The mapping (``knowledge/data/toxicity.yaml``):
+
+- IL-6 *signalling*, serum IL-6 times the share of IL-6 receptors not blocked by
+  tocilizumab, drives temperature (a Hill curve over 37 degC) and a vascular-leak index
+  (0-1). The leak index crosses fixed levels for hypotension needing fluids, one vasopressor
+  and several; hypoxia follows the same index a little later: low-flow cannula, high-flow
+  oxygen, positive pressure.
+- Endothelial activation drives encephalopathy (0-1): the ICE score falls from 10 as it
+  rises, consciousness is depressed at higher levels, seizures and cerebral oedema at the top.
+- Each patient has their own thresholds (``fever_il6_half``, ``leak_il6_half``,
+  ``icans_half``: susceptibility, drawn with the other parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from carcell.clinical.observations import COLUMNS
+from carcell.knowledge import Knowledge
+from carcell.model.rhs import il6_receptor_occupancy
+from carcell.model.states import INDEX, Params
+
+_CONSCIOUSNESS = np.array(["alert", "awakens_spontaneously", "awakens_to_voice", "awakens_to_tactile", "unarousable"])
+
+
+@dataclass(frozen=True)
+class SignModel:
+    baseline_c: float
+    fever_rise: float
+    leak_hill: float
+    leak_levels: tuple[float, float, float, float]
+    hypoxia_offset: float
+    icans_hill: float
+    consciousness_levels: tuple[float, float, float, float]
+    seizure_level: float
+    oedema_level: float
+
+    @classmethod
+    def from_knowledge(cls, k: Knowledge) -> SignModel:
+        s = "toxicity.signs"
+        return cls(
+            baseline_c=float(k.value(f"{s}.baseline_temperature")),
+            fever_rise=float(k.value(f"{s}.fever_max_rise")),
+            leak_hill=float(k.value(f"{s}.leak_hill")),
+            leak_levels=tuple(float(v) for v in k.value(f"{s}.leak_levels")),
+            hypoxia_offset=float(k.value(f"{s}.hypoxia_offset")),
+            icans_hill=float(k.value(f"{s}.icans_hill")),
+            consciousness_levels=tuple(float(v) for v in k.value(f"{s}.consciousness_levels")),
+            seizure_level=float(k.value(f"{s}.seizure_level")),
+            oedema_level=float(k.value(f"{s}.oedema_level")))
+
+
+def _hill(x: np.ndarray, half: np.ndarray, n: float) -> np.ndarray:
+    r = (np.maximum(x, 0.0) / half) ** n
+    return r / (1.0 + r)
+
+
+def observe(model: SignModel, y: np.ndarray, p: Params, patient_ids: np.ndarray, day: float,
+            age_years: np.ndarray) -> pd.DataFrame:
+    """One observation row per patient from states ``y`` (n, N_STATES) at ``day``.
+
+    Drug columns (tocilizumab, corticosteroid...) are left False here; the management loop
+    fills in what it gave since the last assessment.
+    """
+    il6 = np.maximum(y[:, INDEX["il6"]], 0.0)
+    signal = il6 * (1.0 - il6_receptor_occupancy(y, p))
+    temperature = model.baseline_c + model.fever_rise * _hill(signal, p.fever_il6_half, 2.0)
+    leak = _hill(signal, p.leak_il6_half, model.leak_hill)
+    l0, l1, l2, l3 = model.leak_levels
+    off = model.hypoxia_offset
+    vasopressors = np.select([leak >= l2, leak >= l1], [2, 1], 0)
+    device = np.select([leak >= l3, leak >= l1 + off, leak >= l0 + off],
+                       ["bipap", "high_flow_nasal_cannula", "nasal_cannula"], "none")
+    flow = np.select([device == "high_flow_nasal_cannula", device == "nasal_cannula"], [30.0, 3.0], np.nan)
+    enceph = _hill(y[:, INDEX["endothelial_activation"]], p.icans_half, model.icans_hill)
+    levels = np.searchsorted(np.array(model.consciousness_levels), enceph, side="right")
+    unarousable = levels >= 4
+    ice = np.where(unarousable, -1, np.floor(10.0 * (1.0 - enceph) + 1e-9)).astype(int)
+    n = len(patient_ids)
+    data = {name: np.full(n, col.default, dtype=object) if col.kind in ("choice", "text")
+            else np.full(n, col.default) for name, col in COLUMNS.items()}
+    data.update({
+        "patient": patient_ids.astype(str), "day": np.full(n, float(day)), "age_years": age_years,
+        "temperature_c": temperature, "hypotension": leak >= l0, "vasopressors": vasopressors,
+        "oxygen_device": device, "oxygen_flow_l_min": flow, "ice_score": ice,
+        # CAPD on the same severity scale as ICE: >= 9 (grade 3) where ICE falls to 2 or less
+        "capd_score": np.where(unarousable, -1, np.clip(np.floor(12 * enceph + 1e-9).astype(int), 0, 32)),
+        "unable_to_perform_assessment": unarousable, "consciousness": _CONSCIOUSNESS[levels],
+        "seizure": np.where(enceph >= model.seizure_level, "rapidly_resolving", "none"),
+        "cerebral_oedema": np.where(enceph >= model.oedema_level, "diffuse", "none"),
+    })
+    df = pd.DataFrame(data)
+    for name, col in COLUMNS.items():
+        if col.kind == "bool":
+            df[name] = df[name].astype(bool)
+        elif col.kind == "int":
+            df[name] = df[name].astype(int)
+    return df
