@@ -135,6 +135,8 @@ def check_observations(raw: pd.DataFrame, source: str = "observations") -> pd.Da
         if col.kind in ("float", "int"):
             num = pd.to_numeric(values, errors="coerce")
             bad = num.isna() & values.notna() & (values.astype(str).str.strip() != "")
+            if col.default == -1:   # -1 is the normalised table's "not assessed", so tables round-trip
+                num = num.where(num != -1)
             for i in np.flatnonzero(bad.to_numpy()):
                 problems.append(f"{_where(df, i)}, column {name}: {values.iloc[i]!r} is not a number")
             out_of_range = num.notna() & ((num < col.low) | (num > col.high))

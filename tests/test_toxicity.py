@@ -1,0 +1,128 @@
+"""Toxicity in closed loop: simulated CRS and ICANS, graded at every assessment, treated by a
+protocol. Each test compares two management choices (or designs) on the same virtual patients
+(same seed); the directions are those of the clinical literature named in each test.
+
+Magnitudes are not calibrated yet (toxicity.yaml marks them as assumptions); these tests
+check mechanisms, not rates.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carcell.cohort import run_cohort
+from carcell.errors import ScenarioError
+from carcell.scenario.load import validate_raw
+
+AXI = {"indication": {"disease": "LBCL"}, "product": {"preset": "axi-cel"}}
+TOCI_ONLY = {"rules": [{"when": "crs >= 2", "give": "tocilizumab", "dose": 8, "max_single": 800,
+                        "min_interval": 8, "max_in_24h": 3, "max_total": 4,
+                        "repeat_only_if_no_improvement": True}]}
+DEX_PROPHYLAXIS = {"prophylaxis": [{"give": "dexamethasone", "days": [0, 1, 2], "dose": 10}], "rules": []}
+
+
+@functools.cache
+def _run(key: str, n: int = 60):
+    raw = {
+        "none": {**AXI, "regimen": {"protocol": "none"}},
+        "toci": {**AXI, "regimen": {"protocol": TOCI_ONLY}},
+        "prophylaxis": {**AXI, "regimen": {"protocol": DEX_PROPHYLAXIS}},
+        "asco": {**AXI, "regimen": {"protocol": "asco2021"}},
+        "low_burden": {**AXI, "indication": {"disease": "LBCL", "baseline_burden": {"median": 1e10}},
+                       "regimen": {"protocol": "none"}},
+        "high_burden": {**AXI, "indication": {"disease": "LBCL", "baseline_burden": {"median": 3e11}},
+                        "regimen": {"protocol": "none"}},
+        "tisa": {"indication": {"disease": "LBCL"}, "product": {"preset": "tisa-cel", "dose": {"cells_per_kg": 2e6}},
+                 "regimen": {"protocol": "none"}},
+    }[key]
+    raw = {**raw, "population": {"n": n, "seed": 3}, "trial": {"follow_up_days": 60}}
+    return run_cohort(validate_raw(raw, key))
+
+
+def test_tocilizumab_shortens_and_lowers_crs_but_not_icans():
+    """Tocilizumab blocks IL-6 signalling: CRS is shorter and milder, serum IL-6 rises (receptor
+    clearance blocked, Nishimoto 2008), and ICANS is not lowered (no effect behind the
+    blood-brain barrier; ZUMA-1 cohort 3, reference/clinical.md 2.6)."""
+    none, toci = _run("none").patients, _run("toci").patients
+    assert toci["tocilizumab_doses"].sum() > 0 and none["tocilizumab_doses"].sum() == 0
+    assert toci["crs_max_grade"].mean() < none["crs_max_grade"].mean() - 0.3
+    assert (toci["crs_max_grade"] >= 3).mean() < (none["crs_max_grade"] >= 3).mean()
+    assert toci["crs_duration_days"].mean() < 0.7 * none["crs_duration_days"].mean()
+    assert toci["icans_max_grade"].mean() >= none["icans_max_grade"].mean() - 1e-9
+    assert toci["il6_peak_pg_per_ml"].median() > none["il6_peak_pg_per_ml"].median()
+
+
+def test_prophylactic_steroids_lower_severe_crs():
+    """Dexamethasone on days 0-2 (ZUMA-1 cohort 6) lowers grade >= 3 CRS."""
+    none, proph = _run("none").patients, _run("prophylaxis").patients
+    assert (proph["crs_max_grade"] >= 3).sum() < (none["crs_max_grade"] >= 3).sum()
+    assert (proph["steroid_days"] == 3).all()
+
+
+def test_higher_tumour_burden_gives_more_severe_crs():
+    """Baseline burden is the strongest predictor of severe CRS (Awasthi 2020; Teachey 2016)."""
+    low, high = _run("low_burden").patients, _run("high_burden").patients
+    assert high["crs_max_grade"].mean() > low["crs_max_grade"].mean() + 0.5
+    assert (high["crs_max_grade"] >= 3).mean() > (low["crs_max_grade"] >= 3).mean()
+
+
+def test_cd28_preset_has_more_severe_crs_and_icans_than_41bb():
+    """Axi-cel (CD28) has more grade >= 3 CRS and neurotoxicity than tisa-cel (4-1BB) in LBCL
+    (ZUMA-1 vs JULIET, reference/biology.md 1b; Cappell & Kochenderfer 2021)."""
+    axi, tisa = _run("none").patients, _run("tisa").patients
+    assert (axi["crs_max_grade"] >= 3).mean() > (tisa["crs_max_grade"] >= 3).mean()
+    assert (axi["icans_max_grade"] >= 3).mean() > (tisa["icans_max_grade"] >= 3).mean()
+
+
+def test_protocol_limits_and_events():
+    r = _run("asco")
+    p, ev = r.patients, r.events
+    assert p["tocilizumab_doses"].max() <= 4
+    toci = ev[(ev["event"] == "drug") & ev["detail"].str.startswith("tocilizumab")]
+    for _, g in toci.groupby("patient_id"):
+        days = np.sort(g["day"].to_numpy())
+        assert np.all(np.diff(days) >= 8 / 24 - 1e-9)                 # at least 8 h apart
+        assert all(((days > d - 1) & (days <= d)).sum() <= 3 for d in days)   # at most 3 in 24 h
+    assert (toci["value"] <= 800 + 1e-9).all()                        # 8 mg/kg, at most 800 mg
+    # dexamethasone every 6 h at twice-daily assessments: 2 x 10 mg per assessment
+    dex = ev[(ev["event"] == "drug") & ev["detail"].str.contains("dexamethasone_icans2")]
+    assert dex.empty or np.allclose(dex["value"], 20.0)
+    # grade changes are logged and end where the patient's maximum says
+    crs_ev = ev[ev["event"] == "crs_grade"].groupby("patient_id")["value"].max()
+    merged = p.set_index("patient_id")["crs_max_grade"].reindex(crs_ev.index)
+    np.testing.assert_array_equal(crs_ev.to_numpy(), merged.to_numpy())
+
+
+def test_graded_by_the_same_code_as_real_patients():
+    """The observations a simulated patient gets are a valid observation table: re-grading
+    them with carcell.clinical.grading gives the grades the closed loop used."""
+    from carcell.clinical.grading import grade_table
+    from carcell.clinical.observations import check_observations
+    from carcell.clinical.signs import SignModel, observe
+    from carcell.design import compile_chunk, resolve_design
+    from carcell.knowledge import load_knowledge
+
+    sc = validate_raw({**AXI, "population": {"n": 5, "seed": 1}}, "t")
+    c = compile_chunk(resolve_design(sc, load_knowledge()), 0, 5)
+    y = c.y0.copy()
+    from carcell.model.states import INDEX
+    y[:, INDEX["il6"]] = [5, 60, 800, 3000, 20000]
+    y[:, INDEX["endothelial_activation"]] = [0, 0.3, 0.5, 0.8, 0.99]
+    obs = observe(SignModel.from_knowledge(load_knowledge()), y, c.params, np.arange(5), 3.0, np.full(5, 60.0))
+    checked = check_observations(obs.astype(object), "simulated")
+    g = grade_table(checked)
+    assert list(g["crs_astct"]) == sorted(g["crs_astct"])             # more IL-6, higher CRS grade
+    assert list(g["icans_astct"]) == sorted(g["icans_astct"])
+    assert g["crs_astct"].iloc[0] == 0 and g["crs_astct"].iloc[-1] >= 3
+
+
+def test_bad_protocol_rule_is_a_clear_error():
+    with pytest.raises(ScenarioError, match="regimen.protocol.rules\\[0\\].when"):
+        validate_raw({**AXI, "regimen": {"protocol": {"rules": [{"when": "crs > two", "give": "tocilizumab",
+                                                                  "dose": 8}]}}}, "t")
+    with pytest.raises(ScenarioError, match="did you mean 'asco2021'"):
+        validate_raw({**AXI, "regimen": {"protocol": "asco2012"}}, "t")
