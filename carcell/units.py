@@ -36,6 +36,8 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "mg/kg",
         "ug/mL",  # drug concentrations (mg/L)
         "L/kg",  # volumes of distribution
+        "L",
+        "g/mol",
     }
 )
 

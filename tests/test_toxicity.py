@@ -126,3 +126,48 @@ def test_bad_protocol_rule_is_a_clear_error():
                                                                   "dose": 8}]}}}, "t")
     with pytest.raises(ScenarioError, match="did you mean 'asco2021'"):
         validate_raw({**AXI, "regimen": {"protocol": "asco2012"}}, "t")
+
+
+DASATINIB_AT_ONSET = {"rules": [{"when": "crs >= 1", "give": "dasatinib", "dose": 100, "every": 12, "course_days": 3}]}
+
+
+def test_dasatinib_at_crs_onset_halts_cytokines_and_expansion_reversibly():
+    """Dasatinib blocks CAR signalling within hours, reversibly (Mestermann 2019): from CRS
+    onset IFN-gamma stops rising and CAR expansion slows while it is given; after the 3-day
+    course, expansion resumes."""
+    base = {**AXI, "population": {"n": 20, "seed": 3}, "trial": {"follow_up_days": 30}}
+    off = run_cohort(validate_raw({**base, "regimen": {"protocol": "none"}}, "off"))
+    on = run_cohort(validate_raw({**base, "regimen": {"protocol": DASATINIB_AT_ONSET}}, "on"))
+    assert (on.patients["dasatinib_days"] >= 3).all()
+    t = on.times
+    halted = resumed = 0
+    for i, onset in enumerate(on.patients["crs_onset_day"]):
+        j = int(np.searchsorted(t, onset))
+        k = int(np.searchsorted(t, onset + 1.0))          # a day into the course
+        e = int(np.searchsorted(t, onset + 3.0))          # course over (last dose at onset + 2.5 d)
+        car_on, car_off = on.trajectories["car_total_cells"][i], off.trajectories["car_total_cells"][i]
+        ifng_on, ifng_off = on.trajectories["ifng"][i], off.trajectories["ifng"][i]
+        assert car_on[k] < car_off[k]
+        halted += ifng_on[k] <= ifng_on[j] * 1.05 and ifng_off[k] > ifng_off[j]
+        resumed += car_on[e + 4] > 1.5 * car_on[e]         # two days after the course
+    assert halted >= 0.7 * len(on.patients)
+    assert resumed >= 0.7 * len(on.patients)
+
+
+def test_rimiducid_clears_most_car_cells_with_icasp9_only():
+    """Rimiducid dimerises iCasp9 and removes about 90% of CAR cells within hours (Zhou 2015);
+    a construct without iCasp9 is untouched."""
+    rule = {"rules": [{"when": "crs >= 1", "give": "rimiducid", "dose": 0.4}]}
+    base = {"indication": {"disease": "LBCL"}, "population": {"n": 10, "seed": 2}, "trial": {"follow_up_days": 20}}
+    armed = {"car": {"target": "CD19", "costim": ["CD28"]}, "safety": ["iCasp9"]}
+    with_switch = run_cohort(validate_raw({**base, "product": armed, "regimen": {"protocol": rule}}, "s"))
+    without = run_cohort(validate_raw({**base, "product": {**armed, "safety": []}, "regimen": {"protocol": rule}}, "n"))
+    none = run_cohort(validate_raw({**base, "product": armed, "regimen": {"protocol": "none"}}, "x"))
+    t = with_switch.times
+    for i, onset in enumerate(with_switch.patients["crs_onset_day"]):
+        j = int(np.searchsorted(t, onset))
+        before = none.trajectories["car_total_cells"][i, j]
+        after = with_switch.trajectories["car_total_cells"][i, j]       # stored after the dose
+        assert after <= 0.11 * before
+        assert without.trajectories["car_total_cells"][i, j] == pytest.approx(before, rel=1e-9)
+    assert (with_switch.patients["rimiducid_given"] == 1).all()

@@ -32,7 +32,7 @@ from carcell.knowledge import Knowledge
 from carcell.model.states import INDEX, Params
 
 _WHEN = re.compile(r"^\s*(crs|icans)\s*>=\s*([0-5])\s*(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
-DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone")
+DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "dasatinib", "rimiducid")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Rule:
     max_in_24h: int | None
     max_total: int | None
     only_if_no_improvement: bool
+    course_days: float | None = None     # once started, keep giving for this long, then stop for good
 
 
 @dataclass
@@ -104,7 +105,8 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
             min_interval_h=_number(r, "min_interval", at, 0.0),
             max_in_24h=None if per_day is None else int(per_day),
             max_total=None if total is None else int(total),
-            only_if_no_improvement=bool(r.get("repeat_only_if_no_improvement", False))))
+            only_if_no_improvement=bool(r.get("repeat_only_if_no_improvement", False)),
+            course_days=_number(r, "course_days", at)))
     prophylaxis = []
     for i, q in enumerate(node.get("prophylaxis") or []):
         at = f"{where}.prophylaxis[{i}]"
@@ -138,6 +140,8 @@ class Manager:
     toci_volume_l_per_kg: float
     mp_per_dex: float
     interval_h: float
+    dasatinib_nm_per_mg: float = 0.0     # plasma concentration per mg given
+    icasp9_removed: float = 0.0          # share of CAR cells rimiducid removes (0 without iCasp9)
     log: list[tuple] = field(default_factory=list)
     grades: list[pd.DataFrame] = field(default_factory=list)
 
@@ -153,6 +157,9 @@ class Manager:
         self.toci_grade_at_dose = np.full(n, 99)
         self.given_since: dict[str, np.ndarray] = {d: np.zeros(n, dtype=bool) for d in DRUGS}
         self.steroid_days: list[set[int]] = [set() for _ in range(n)]
+        self.course_start: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
+        self.rimiducid_given = np.zeros(n, dtype=bool)
+        self.dasatinib_days: list[set[int]] = [set() for _ in range(n)]
 
     # -- dosing ---------------------------------------------------------------------------------
     def _give(self, y: np.ndarray, who: np.ndarray, drug: str, amount_mg: np.ndarray, day: float, rule: str) -> None:
@@ -162,6 +169,17 @@ class Manager:
             y[who, INDEX["tocilizumab"]] += amount_mg / (self.toci_volume_l_per_kg * self.weight_kg[who])
             for i in who:
                 self.toci_days[i].append(day)
+        elif drug == "dasatinib":
+            y[who, INDEX["dasatinib"]] += amount_mg * self.dasatinib_nm_per_mg
+            for i in who:
+                self.dasatinib_days[i].add(int(np.floor(day)))
+        elif drug == "rimiducid":
+            # iCasp9 dimerisation kills most CAR cells within hours (Zhou 2015); taken as done by
+            # the next assessment. Without iCasp9 on the construct it does nothing.
+            if self.icasp9_removed > 0:
+                shift = np.log1p(-self.icasp9_removed)
+                for state in ("car_memory", "car_effector", "car_exhausted"):
+                    y[who, INDEX[state]] += shift
         else:
             dex = amount_mg if drug == "dexamethasone" else amount_mg / self.mp_per_dex
             y[who, INDEX["corticosteroid"]] += dex
@@ -220,6 +238,12 @@ class Manager:
             start = who[hit & np.isnan(since[who])]
             since[start] = day
             ready = who[hit & ((day - since[who]) * 24 >= rule.for_hours - 1e-9)]
+            if rule.course_days is not None:   # a course: start once, then give until it ends
+                started = self.course_start[rule.id]
+                fresh = ready[np.isnan(started[ready])]
+                started[fresh] = day
+                running = who[~np.isnan(started[who]) & (day - started[who] < rule.course_days - 1e-9)]
+                ready = running
             if rule.drug == "tocilizumab":
                 ready = np.array([i for i in ready if self._tocilizumab_allowed(i, day, rule)], dtype=int)
                 mg = rule.dose * self.weight_kg[ready]
@@ -227,6 +251,11 @@ class Manager:
                     mg = np.minimum(mg, rule.max_single)
                 self._give(y, ready, "tocilizumab", mg, day, rule.id)
                 self.toci_grade_at_dose[ready] = self.crs_grade[ready]
+            elif rule.drug == "rimiducid":
+                # one dose per patient: repeat doses remove ever smaller shares (Zhou 2016)
+                ready = ready[~self.rimiducid_given[ready]]
+                self.rimiducid_given[ready] = True
+                self._give(y, ready, "rimiducid", rule.dose * self.weight_kg[ready], day, rule.id)
             else:
                 doses = 1.0 if rule.every_h is None else max(1.0, self.interval_h / rule.every_h)
                 self._give(y, ready, rule.drug, np.full(ready.size, rule.dose * doses), day, rule.id)
@@ -256,6 +285,8 @@ class Manager:
             "crs_max_grade_ctcae5": per["crs_max_grade_ctcae5"].fillna(0).astype(int).to_numpy(),
             "tocilizumab_doses": np.array([len(d) for d in self.toci_days]),
             "steroid_days": np.array([len(d) for d in self.steroid_days]),
+            "dasatinib_days": np.array([len(d) for d in self.dasatinib_days]),
+            "rimiducid_given": self.rimiducid_given.astype(int),
             "icu_days": icu.fillna(0.0).to_numpy(),
         })
         return out

@@ -105,7 +105,11 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
             patient_ids=c.covariates["patient_id"].to_numpy(), assessment_days=assessments,
             toci_volume_l_per_kg=float(k.value("toxicity.drugs.tocilizumab.volume")),
             mp_per_dex=float(k.value("toxicity.drugs.methylprednisolone_per_dexamethasone")),
-            interval_h=24.0 * float(k.value("toxicity.signs.assessment_every_days")))
+            interval_h=24.0 * float(k.value("toxicity.signs.assessment_every_days")),
+            dasatinib_nm_per_mg=1e6 / (float(k.value("toxicity.drugs.dasatinib.volume"))
+                                       * float(k.value("toxicity.drugs.dasatinib.molar_mass"))),
+            icasp9_removed=(float(k.value("safety.iCasp9.fraction_removed"))
+                            if "iCasp9" in design.construct.safety else 0.0))
         Y, status, _ = simulate_batch(c.params, c.y0, times, rounds, rtol=solver.rtol,
                                       atol=solver.atol, max_steps=solver.max_steps, progress=step,
                                       assess=manager, assessment_days=assessments)

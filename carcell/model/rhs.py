@@ -21,6 +21,7 @@ _NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
 assert _NB.stop - _NB.start == len(NORMAL_STATES)
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
 _ENDO, _TOCI, _STER = INDEX["endothelial_activation"], INDEX["tocilizumab"], INDEX["corticosteroid"]
+_DASA = INDEX["dasatinib"]
 
 
 def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
@@ -49,6 +50,12 @@ def steroid_effect(y: np.ndarray, p: Params) -> np.ndarray:
     return d / (d + p.steroid_ed50)
 
 
+def dasatinib_block(y: np.ndarray, p: Params) -> np.ndarray:
+    """Share of CAR signalling blocked by dasatinib (0-1), reversible and dose-dependent."""
+    c = np.maximum(y[:, _DASA], 0.0)
+    return _hill(c, p.dasatinib_ic50, p.dasatinib_hill)
+
+
 def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     """Quantities shared by the right-hand side and the outputs (stimulus, kill rates...)."""
     te = np.exp(y[:, _TE]) * p.alive_car
@@ -64,11 +71,14 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # stimulus per cell falls, so expansion is limited by antigen.
     activating = p.activation_tumour * tp + (act_normal * normal).sum(axis=1)
     killable = p.recognition_tumour * tp + (rec_normal * normal).sum(axis=1)
-    stimulus = _hill(activating, p.antigen_half_stimulation + te, p.stimulus_hill)
+    # Dasatinib blocks CAR signalling (LCK): the cells behave as if they saw no antigen, so
+    # they stop expanding, killing and secreting, and revert towards memory ("rest").
+    signalling = 1.0 - dasatinib_block(y, p)
+    stimulus = _hill(activating, p.antigen_half_stimulation + te, p.stimulus_hill) * signalling
     # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
     # limited by how many targets one effector can kill per day (serial killing), so a large
     # tumour is not cleared by a handful of cells.
-    engaged = te / (te + p.effector_half_kill + p.k_kill * killable / p.serial_kill_max)
+    engaged = te / (te + p.effector_half_kill + p.k_kill * killable / p.serial_kill_max) * signalling
     kill_tumour = p.k_kill * p.recognition_tumour * engaged
     kill_normal = rec_normal * (p.k_kill * engaged)[:, None]
     il15 = np.maximum(y[:, _IL15], 0.0)
@@ -163,7 +173,8 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # Drugs: first-order loss; doses arrive as jumps at clinical assessments.
     dy[:, _TOCI] = -p.toci_elimination * y[:, _TOCI]
     dy[:, _STER] = -p.steroid_elimination * y[:, _STER]
+    dy[:, _DASA] = -p.dasatinib_elimination * y[:, _DASA]
     return dy
 
 
-assert N_STATES == 16
+assert N_STATES == 17

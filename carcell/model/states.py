@@ -29,6 +29,7 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("endothelial_activation", "1", False, "fraction of endothelium activated (0-1), drives ICANS"),
     ("tocilizumab", "ug/mL", False, "serum tocilizumab"),
     ("corticosteroid", "mg", False, "corticosteroid in its effect compartment, dexamethasone-equivalent"),
+    ("dasatinib", "nM", False, "plasma dasatinib"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
@@ -71,6 +72,7 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "endothelial_on", "endothelial_off", "endothelial_half", "endothelial_hill",
     "toci_elimination", "toci_kd", "il6_receptor_clearance",
     "steroid_elimination", "steroid_ed50", "steroid_cytokine_emax", "steroid_expansion_emax",
+    "dasatinib_elimination", "dasatinib_ic50", "dasatinib_hill",
     # patient susceptibility: thresholds of the clinical signs (read at assessments, not in rhs)
     "fever_il6_half", "leak_il6_half", "icans_half",
     # extinction flags (1 = population alive, 0 = extinct), set at clinical rounds

@@ -214,7 +214,7 @@ class Regimen(_Section):
     lymphodepletion: str = "flu_cy"
     protocol: str | dict = Field(
         "asco2021", description="toxicity management: a bundled protocol (knowledge/data/protocols: "
-        "asco2021, zuma1_cohort6, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
+        "asco2021, zuma1_cohort6, dasatinib_switch, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
 
     @field_validator("protocol")
     @classmethod
