@@ -251,6 +251,35 @@ def grade(
 
 
 @app.command()
+def timeline(
+    run_dir: Annotated[Path, typer.Argument(help="output directory of carcell run")],
+    patient: Annotated[int, typer.Option("--patient", "-p", help="patient id")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default RUN_DIR/timeline_<id>.png)")] = None,
+) -> None:
+    """Plot one simulated patient's course: cytokines, CAR cells, CRS/ICANS grades and drugs."""
+    import pandas as pd
+    import xarray as xr
+
+    from carcell.report.plots import plot_patient_timeline
+
+    nc, ev_file = run_dir / "trajectories.nc", run_dir / "events.parquet"
+    for f in (nc, ev_file):
+        if not f.exists():
+            raise CarcellError(f"{f}: missing; give the --out directory of a carcell run")
+    with xr.open_dataset(nc) as ds:
+        ids = ds["patient"].to_numpy()
+        if patient not in ids:
+            raise CarcellError(f"--patient {patient}: not in this run (patient ids {ids.min()}-{ids.max()})")
+        sel = ds.sel(patient=patient)
+        traj = {q: sel[q].to_numpy() for q in ("il6", "ifng", "car_cells_per_ul")}
+        times = ds["time"].to_numpy()
+        title = ds.attrs.get("title", "carcell").removeprefix("carcell trajectories: ")
+    path = out or run_dir / f"timeline_{patient}.png"
+    plot_patient_timeline(times, traj, pd.read_parquet(ev_file), patient, title, path)
+    out_console.print(f"written {path}")
+
+
+@app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],

@@ -83,7 +83,7 @@ def observe(model: SignModel, y: np.ndarray, p: Params, patient_ids: np.ndarray,
     enceph = _hill(y[:, INDEX["endothelial_activation"]], p.icans_half, model.icans_hill)
     levels = np.searchsorted(np.array(model.consciousness_levels), enceph, side="right")
     unarousable = levels >= 4
-    ice = np.where(unarousable, -1, np.floor(10.0 * (1.0 - enceph) + 1e-9)).astype(int)
+    ice = np.where(unarousable, -1, np.round(10.0 * (1.0 - enceph))).astype(int)   # 10 until 5% encephalopathy
     n = len(patient_ids)
     data = {name: np.full(n, col.default, dtype=object) if col.kind in ("choice", "text")
             else np.full(n, col.default) for name, col in COLUMNS.items()}

@@ -96,9 +96,82 @@ def plot_waterfall(r: CohortResult, path: Path) -> None:
     plt.close(fig)
 
 
+GRADE_COLORS = ["#f0f0f0", "#fee08b", "#fdae61", "#f46d43", "#d73027", "#67001f"]
+
+
+def plot_toxicity(r: CohortResult, path: Path) -> None:
+    """Maximum CRS and ICANS grades (ASTCT) and their onset and duration."""
+    df = r.patients[r.patients["solver_status"] == "ok"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), constrained_layout=True)
+    for x, tox in enumerate(("crs", "icans")):
+        grades = df[f"{tox}_max_grade"].astype(int)
+        bottom = 0.0
+        for g in range(6):
+            share = float((grades == g).mean()) if len(grades) else 0.0
+            axes[0].bar(x, share, bottom=bottom, color=GRADE_COLORS[g], edgecolor="white",
+                        label=f"grade {g}" if x == 0 else None)
+            if share > 0.04:
+                axes[0].text(x, bottom + share / 2, f"{100 * share:.0f}%", ha="center", va="center", fontsize=8)
+            bottom += share
+    axes[0].set_xticks([0, 1], ["CRS", "ICANS"])
+    axes[0].set_ylabel("share of patients (maximum ASTCT grade)")
+    axes[0].legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.45, 1))
+    for ax, what, label in ((axes[1], "onset_day", "onset, days after infusion"),
+                            (axes[2], "duration_days", "duration, days")):
+        data = [df[f"{tox}_{what}"].dropna().to_numpy() for tox in ("crs", "icans")]
+        ax.boxplot([d if d.size else np.array([np.nan]) for d in data], tick_labels=["CRS", "ICANS"])
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"{r.scenario.name}: toxicity under {r.scenario.regimen.protocol if isinstance(r.scenario.regimen.protocol, str) else 'a custom protocol'}")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_patient_timeline(times, traj: dict, events, patient_id: int, title: str, path: Path) -> None:
+    """One patient's course: cytokines, CAR cells, grades and drugs over the first weeks."""
+    end = min(float(times[-1]), 35.0)
+    keep = times <= end
+    t = times[keep]
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
+    ax = axes[0]
+    for q, color in (("il6", "#d73027"), ("ifng", "#4575b4")):
+        ax.plot(t, np.maximum(traj[q][keep], 1e-2), color=color, label=f"{q.upper() if q == 'il6' else 'IFN-gamma'}, pg/mL")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax2 = ax.twinx()
+    ax2.plot(t, traj["car_cells_per_ul"][keep], color="#1a9850", lw=2, label="CAR cells/uL")
+    ax2.set_yscale("log")
+    ax2.legend(fontsize=8, loc="lower right")
+    ev = events[events["patient_id"] == patient_id]
+    ax = axes[1]
+    for tox, color in (("crs", "#f46d43"), ("icans", "#762a83")):
+        g = ev[ev["event"] == f"{tox}_grade"].sort_values("day")
+        days = np.r_[0.0, g["day"].to_numpy(), end]
+        grades = np.r_[0.0, g["value"].to_numpy(), g["value"].to_numpy()[-1] if len(g) else 0.0]
+        ax.step(days, grades, where="post", color=color, lw=2, label=f"{tox.upper()} grade (ASTCT)")
+    ax.set_ylim(-0.2, 5.2)
+    ax.set_ylabel("grade")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    drugs = ev[ev["event"] == "drug"]
+    names = sorted({d.split(" (")[0] for d in drugs["detail"]})
+    for y, name in enumerate(names):
+        d = drugs[drugs["detail"].str.startswith(name)]
+        ax.scatter(d["day"], np.full(len(d), y), marker="v", s=40)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.8, max(len(names), 1) - 0.2)
+    ax.set_xlabel("days after infusion")
+    ax.set_xlim(0, end)
+    ax.set_title("drugs given", fontsize=9)
+    fig.suptitle(f"{title}: patient {patient_id}")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def write_plots(r: CohortResult, out: Path) -> list[Path]:
-    paths = [out / "kinetics.png", out / "tumour_burden.png", out / "waterfall.png"]
+    paths = [out / "kinetics.png", out / "tumour_burden.png", out / "waterfall.png", out / "toxicity.png"]
     plot_kinetics(r, paths[0])
     plot_tumour(r, paths[1])
     plot_waterfall(r, paths[2])
+    plot_toxicity(r, paths[3])
     return paths
