@@ -1,6 +1,6 @@
 """The ``carcell`` command end to end: every bundled example through the real CLI in a subprocess.
 
-Each example is run small (12 patients, 120 days) into a temporary directory and every output
+Each example is run small (12 patients, 60 days) into a temporary directory and every output
 file is opened and checked against what README.md promises. The error paths of the command are
 in test_scenario_errors.py.
 """
@@ -27,7 +27,7 @@ from carcell.knowledge.store import check_entry
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 N = 12
-FAST = ("-n", str(N), "--set", "trial.follow_up_days=120")
+FAST = ("-n", str(N), "--set", "trial.follow_up_days=60")
 
 ALLOWED = {
     "LBCL": {"CR", "PR", "SD", "PD"},
@@ -100,7 +100,7 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     assert (df["cmax_cells_per_ul"] > 0).all() and (df["cmax_copies_per_ug"] > 0).all()
     for t in tissues:  # a normal tissue can only lose cells to the CAR, from its baseline
         assert df[f"{t}_nadir_fraction"].between(0, 1 + 1e-9).all(), t
-    assert df["tmax_days"].between(0, 120).all()
+    assert df["tmax_days"].between(0, 60).all()
     assert set(df["relapse_antigen"].dropna()) <= {"none", "positive", "negative"}
 
     # trajectories.nc: patient x time, units everywhere, time increasing
@@ -114,7 +114,7 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
         assert str(ds["time"].attrs.get("units", "")).strip()
         t = ds["time"].values
         assert t.size >= 2 and (t[1:] > t[:-1]).all()
-        assert t[0] == 0 and t[-1] == 120
+        assert t[0] == 0 and t[-1] == 60
         assert list(ds["patient"].values) == list(df["patient_id"])
 
     # events.parquet
@@ -132,7 +132,7 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     assert sha == recomputed, "scenario_sha256 is not the hash of the scenario it stores"
     assert prov["seed"] == raw.get("population", {}).get("seed", 0)
     assert prov["scenario"]["population"]["n"] == n
-    assert prov["scenario"]["trial"]["follow_up_days"] == 120
+    assert prov["scenario"]["trial"]["follow_up_days"] == 60
     sources = prov["sources"]
     assert isinstance(sources, dict) and sources
     for path, entry in sources.items():
