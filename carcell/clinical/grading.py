@@ -333,8 +333,9 @@ def _episode_summary(g: pd.DataFrame, col: str, episode_col: str) -> pd.DataFram
 def summarise(graded: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(episodes, patients): one row per CRS/ICANS episode, one row per patient."""
     g = graded.reset_index(drop=True)
-    episodes = pd.concat([_episode_summary(g, "crs_astct", "crs_episode"),
-                          _episode_summary(g, "icans_astct", "icans_episode")], ignore_index=True)
+    parts = [_episode_summary(g, "crs_astct", "crs_episode"), _episode_summary(g, "icans_astct", "icans_episode")]
+    nonempty = [e for e in parts if not e.empty]
+    episodes = pd.concat(nonempty, ignore_index=True) if nonempty else parts[0]
     per = g.groupby("patient", sort=True).agg(
         crs_max_grade=("crs_astct", "max"), crs_max_grade_lee2014=("crs_lee2014", "max"),
         crs_max_grade_penn=("crs_penn", "max"), crs_max_grade_ctcae5=("crs_ctcae5", "max"),
