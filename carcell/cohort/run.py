@@ -127,6 +127,6 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
         traj_parts.append({q: v.astype(np.float32) for q, v in traj.items()})
     patients = pd.concat(frames, ignore_index=True)
     trajectories = {q: np.concatenate([t[q] for t in traj_parts]) for q in traj_parts[0]}
-    events = pd.concat(event_parts, ignore_index=True).sort_values(
+    events = pd.concat([e for e in event_parts if not e.empty] or event_parts[:1], ignore_index=True).sort_values(
         ["patient_id", "day"], kind="stable", ignore_index=True)
     return CohortResult(scenario, design, times, patients, trajectories, events)
