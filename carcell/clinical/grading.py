@@ -84,7 +84,7 @@ def _hypoxia_grade(df: pd.DataFrame, th: Thresholds) -> np.ndarray:
     return np.select([positive, np.isin(dev, _HIGH_FLOW) | high_cannula, np.isin(dev, _LOW_FLOW)], [4, 3, 2], 0)
 
 
-def _episodes(patient: np.ndarray, active: np.ndarray) -> np.ndarray:
+def episode_numbers(patient: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Episode number (1, 2, ...) of each active row, 0 for inactive; rows sorted by patient, day.
 
     An episode is a run of consecutive active assessments of one patient.
@@ -166,7 +166,7 @@ def crs_astct(df: pd.DataFrame, th: Thresholds | None = None) -> pd.DataFrame:
     died = (df["death"] == "crs").to_numpy()
     grade = np.where(died, 5, grade)
     return pd.DataFrame({"crs_astct": grade, "crs_fever": fever,
-                         "crs_episode": _episodes(patient, grade > 0)}, index=df.index)
+                         "crs_episode": episode_numbers(patient, grade > 0)}, index=df.index)
 
 
 # -- ICANS, ASTCT 2019 ---------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def grade_table(df: pd.DataFrame, capd_age_cutoff_years: float | None = None) ->
     out["crs_penn"] = crs_penn(df, in_crs)
     out["crs_ctcae5"] = crs_ctcae5(df, in_crs, th)
     out["icans_astct"] = icans_astct(df, th)
-    out["icans_episode"] = _episodes(df["patient"].to_numpy(), out["icans_astct"].to_numpy() > 0)
+    out["icans_episode"] = episode_numbers(df["patient"].to_numpy(), out["icans_astct"].to_numpy() > 0)
     return out
 
 

@@ -136,7 +136,6 @@ class Manager:
     weight_kg: np.ndarray
     age_years: np.ndarray
     patient_ids: np.ndarray
-    assessment_days: np.ndarray
     toci_volume_l_per_kg: float
     mp_per_dex: float
     interval_h: float
@@ -151,7 +150,6 @@ class Manager:
         self.crs = grading.CrsEpisodes(n)
         self.crs_grade = np.zeros(n, dtype=int)
         self.icans_grade = np.zeros(n, dtype=int)
-        self.crs_since = np.full(n, np.nan)        # day the current CRS grade >= g began (per rule)
         self.above_since: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
         self.toci_days: list[list[float]] = [[] for _ in range(n)]
         self.toci_grade_at_dose = np.full(n, 99)
@@ -266,10 +264,9 @@ class Manager:
         g = pd.concat(self.grades, ignore_index=True) if self.grades else pd.DataFrame(
             columns=["patient", "day", "crs_astct", "icans_astct"])
         g = g.sort_values(["patient", "day"], kind="stable").reset_index(drop=True)
-        g["crs_episode"] = grading._episodes(g["patient"].to_numpy(), g["crs_astct"].to_numpy() > 0)
-        g["icans_episode"] = grading._episodes(g["patient"].to_numpy(), g["icans_astct"].to_numpy() > 0)
-        _, per = grading.summarise(g.assign(crs_lee2014=g.get("crs_lee2014", 0), crs_penn=g.get("crs_penn", 0),
-                                            crs_ctcae5=g.get("crs_ctcae5", 0)))
+        g["crs_episode"] = grading.episode_numbers(g["patient"].to_numpy(), g["crs_astct"].to_numpy() > 0)
+        g["icans_episode"] = grading.episode_numbers(g["patient"].to_numpy(), g["icans_astct"].to_numpy() > 0)
+        _, per = grading.summarise(g)
         per = per.set_index("patient").reindex(self.patient_ids)
         severe = ((g["crs_astct"] >= 3) | (g["icans_astct"] >= 3))
         icu = (g[severe].groupby("patient")["day"].nunique() * self.interval_h / 24).reindex(self.patient_ids)

@@ -85,8 +85,9 @@ def observe(model: SignModel, y: np.ndarray, p: Params, patient_ids: np.ndarray,
     unarousable = levels >= 4
     ice = np.where(unarousable, -1, np.round(10.0 * (1.0 - enceph))).astype(int)   # 10 until 5% encephalopathy
     n = len(patient_ids)
-    data = {name: np.full(n, col.default, dtype=object) if col.kind in ("choice", "text")
-            else np.full(n, col.default) for name, col in COLUMNS.items()}
+    dtypes = {"bool": bool, "int": int, "float": float, "choice": object, "text": object}
+    data = {name: np.full(n, np.nan if col.default is None else col.default, dtype=dtypes[col.kind])
+            for name, col in COLUMNS.items()}
     data.update({
         "patient": patient_ids.astype(str), "day": np.full(n, float(day)), "age_years": age_years,
         "temperature_c": temperature, "hypotension": leak >= l0, "vasopressors": vasopressors,
@@ -97,10 +98,4 @@ def observe(model: SignModel, y: np.ndarray, p: Params, patient_ids: np.ndarray,
         "seizure": np.where(enceph >= model.seizure_level, "rapidly_resolving", "none"),
         "cerebral_oedema": np.where(enceph >= model.oedema_level, "diffuse", "none"),
     })
-    df = pd.DataFrame(data)
-    for name, col in COLUMNS.items():
-        if col.kind == "bool":
-            df[name] = df[name].astype(bool)
-        elif col.kind == "int":
-            df[name] = df[name].astype(int)
-    return df
+    return pd.DataFrame(data)

@@ -102,7 +102,7 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
         manager = Manager(
             protocol=protocol, signs=signs, params=c.params,
             weight_kg=c.covariates["weight_kg"].to_numpy(), age_years=c.covariates["age_years"].to_numpy(),
-            patient_ids=c.covariates["patient_id"].to_numpy(), assessment_days=assessments,
+            patient_ids=c.covariates["patient_id"].to_numpy(),
             toci_volume_l_per_kg=float(k.value("toxicity.drugs.tocilizumab.volume")),
             mp_per_dex=float(k.value("toxicity.drugs.methylprednisolone_per_dexamethasone")),
             interval_h=24.0 * float(k.value("toxicity.signs.assessment_every_days")),

@@ -24,6 +24,11 @@ def nearest(name: str, known: list[str]) -> str | None:
     return lower[hit[0]] if hit else None
 
 
+def _exactly_one(a, b, message: str) -> None:
+    if (a is None) == (b is None):
+        raise ValueError(message)
+
+
 def antigen_names() -> list[str]:
     """Antigens of the atlas (files starting with '_' are atlas metadata, not antigens)."""
     return [a for a in load_knowledge(False).names("antigens") if not a.startswith("_")]
@@ -60,8 +65,7 @@ class BinderRef(_Section):
 
     @model_validator(mode="after")
     def _one(self) -> BinderRef:
-        if (self.name is None) == (self.target is None):
-            raise ValueError("give a binder as its library name or as a target antigen, not both")
+        _exactly_one(self.name, self.target, "give a binder as its library name or as a target antigen, not both")
         return self
 
 
@@ -133,8 +137,7 @@ class Dose(_Section):
 
     @model_validator(mode="after")
     def _one(self) -> Dose:
-        if (self.cells_per_kg is None) == (self.cells is None):
-            raise ValueError("give exactly one of cells_per_kg or cells")
+        _exactly_one(self.cells_per_kg, self.cells, "give exactly one of cells_per_kg or cells")
         return self
 
 
