@@ -152,9 +152,10 @@ def test_run_example_end_to_end(example, tmp_path):
 
 
 def test_console_script_end_to_end(tmp_path):
-    exe = shutil.which("carcell")
-    if exe is None:
-        pytest.skip("the carcell console script is not on PATH")
+    # `pip install -e .` puts the script beside the interpreter (and usually on PATH)
+    beside = Path(sys.executable).parent / "carcell"
+    exe = str(beside) if beside.exists() else shutil.which("carcell")
+    assert exe is not None, "the carcell console script is not installed: run pip install -e ."
     example = ROOT / "examples" / "minimal.yaml"
     out = tmp_path / "out"
     # from an unrelated working directory, with a relative --out
