@@ -23,6 +23,12 @@ AXI = {"indication": {"disease": "LBCL"}, "product": {"preset": "axi-cel"}}
 TOCI_ONLY = {"rules": [{"when": "crs >= 2", "give": "tocilizumab", "dose": 8, "max_single": 800,
                         "min_interval": 8, "max_in_24h": 3, "max_total": 4,
                         "repeat_only_if_no_improvement": True}]}
+ANAKINRA_PROPHYLAXIS = {"prophylaxis": [{"give": "anakinra", "days": [d / 2 for d in range(16)], "dose": 100}],
+                        "rules": []}
+# a rule that fires at the first assessment, so the taper schedule can be read off the events
+TAPER = {"rules": [{"when": "crs >= 0", "give": "methylprednisolone", "dose": 1000,
+                    "taper": [{"dose": 1000, "every": 24, "days": 3}, {"dose": 250, "every": 12, "days": 2},
+                              {"dose": 60, "every": 6, "days": 1}]}]}
 DEX_PROPHYLAXIS = {"prophylaxis": [{"give": "dexamethasone", "days": [0, 1, 2], "dose": 10}], "rules": []}
 
 
@@ -33,6 +39,8 @@ def _run(key: str, n: int = 60):
         "toci": {**AXI, "regimen": {"protocol": TOCI_ONLY}},
         "prophylaxis": {**AXI, "regimen": {"protocol": DEX_PROPHYLAXIS}},
         "asco": {**AXI, "regimen": {"protocol": "asco2021"}},
+        "anakinra": {**AXI, "regimen": {"protocol": ANAKINRA_PROPHYLAXIS}},
+        "taper": {**AXI, "regimen": {"protocol": TAPER}},
         "low_burden": {**AXI, "indication": {"disease": "LBCL", "baseline_burden": {"median": 1e10}},
                        "regimen": {"protocol": "none"}},
         "high_burden": {**AXI, "indication": {"disease": "LBCL", "baseline_burden": {"median": 3e11}},
@@ -185,3 +193,32 @@ def test_rimiducid_clears_most_car_cells_with_icasp9_only():
         assert after <= 0.11 * before
         assert without.trajectories["car_total_cells"][i, j] == pytest.approx(before, rel=1e-9)
     assert (with_switch.patients["rimiducid_given"] == onsets.notna().astype(int)).all()
+
+
+def test_prophylactic_anakinra_lowers_myeloid_activation_and_icans_not_car_expansion():
+    """IL-1 blockade damps monocyte activation and the neurotoxicity that follows it
+    (Giavridis 2018, Norelli 2018; Strati's prophylactic anakinra: fewer grade >= 2 CRS and
+    ICANS, reference/clinical.md 2.6) but does not act on the CAR cells."""
+    none, ana = _run("none"), _run("anakinra")
+    assert (ana.patients["anakinra_days"] == 8).all() and (none.patients["anakinra_days"] == 0).all()
+    mac = lambda r: r.trajectories["macrophage_activation"].max(axis=1)  # noqa: E731
+    endo = lambda r: r.trajectories["endothelial_activation"].max(axis=1)  # noqa: E731
+    assert np.all(mac(ana) <= mac(none) + 1e-9) and np.median(mac(ana)) < 0.9 * np.median(mac(none))
+    assert np.all(endo(ana) <= endo(none) + 1e-9) and np.median(endo(ana)) < np.median(endo(none))
+    assert ana.patients["icans_max_grade"].mean() < none.patients["icans_max_grade"].mean()
+    # CAR-cell expansion is untouched: the peak differs by well under 1%
+    ratio = ana.patients["cmax_cells_per_ul"] / none.patients["cmax_cells_per_ul"]
+    assert np.allclose(ratio, 1.0, rtol=1e-2)
+
+
+def test_methylprednisolone_taper_follows_its_schedule():
+    """A taper is given step by step once its rule fires, whatever the grade: 1,000 mg daily
+    for 3 days, 250 mg every 12 h for 2 days, 60 mg every 6 h for 1 day, then nothing."""
+    r = _run("taper", n=3)
+    ev = r.events[(r.events["event"] == "drug") & r.events["detail"].str.startswith("methylprednisolone")]
+    for pid, e in ev.groupby("patient_id"):
+        daily = e.groupby(np.floor(e["day"]))["value"].sum()
+        expected = {0: 1000, 1: 1000, 2: 1000, 3: 500, 4: 500, 5: 240}
+        assert daily.to_dict() == pytest.approx(expected), pid
+        assert e["day"].max() < 6
+    assert (r.patients["steroid_days"] == 6).all()

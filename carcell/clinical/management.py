@@ -32,7 +32,8 @@ from carcell.knowledge import Knowledge
 from carcell.model.states import INDEX, Params
 
 _WHEN = re.compile(r"^\s*(crs|icans)\s*>=\s*([0-5])\s*(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
-DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "dasatinib", "rimiducid")
+DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
+STEROIDS = ("dexamethasone", "methylprednisolone")
 
 
 @dataclass
@@ -50,6 +51,18 @@ class Rule:
     max_total: int | None
     only_if_no_improvement: bool
     course_days: float | None = None     # once started, keep giving for this long, then stop for good
+    taper: tuple[tuple[float, float, float], ...] | None = None   # (dose mg, every h, days) steps of a course
+
+    def step(self, elapsed_days: float) -> tuple[float, float | None]:
+        """(dose, every_h) in force ``elapsed_days`` into the course (the rule's own without a taper)."""
+        if self.taper is None:
+            return self.dose, self.every_h
+        end = 0.0
+        for dose, every, days in self.taper:
+            end += days
+            if elapsed_days < end - 1e-9:
+                return dose, every
+        return self.taper[-1][0], self.taper[-1][1]
 
 
 @dataclass
@@ -82,6 +95,26 @@ def _number(node, key: str, where: str, default=None):
         raise ScenarioError(f"{where}.{key}: {v!r} is not a number") from None
 
 
+def _taper(r: dict, at: str) -> tuple[tuple[float, float, float], ...] | None:
+    """A steroid taper: steps of {dose (mg), every (h), days}, given in order once the rule fires."""
+    steps = r.get("taper")
+    if steps is None:
+        return None
+    if not isinstance(steps, list) or not steps:
+        raise ScenarioError(f"{at}.taper: write a list of steps such as "
+                            "[{dose: 1000, every: 24, days: 3}, {dose: 250, every: 12, days: 2}]")
+    out = []
+    for j, st in enumerate(steps):
+        where = f"{at}.taper[{j}]"
+        if not isinstance(st, dict) or any(key not in st for key in ("dose", "every", "days")):
+            raise ScenarioError(f"{where}: each step needs dose (mg), every (h) and days")
+        dose, every, days = (_number(st, key, where) for key in ("dose", "every", "days"))
+        if dose < 0 or every <= 0 or days <= 0:
+            raise ScenarioError(f"{where}: dose must be >= 0 and every, days > 0 (got {dose}, {every}, {days})")
+        out.append((dose, every, days))
+    return tuple(out)
+
+
 def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol:
     """A protocol from its mapping (a protocol file, or ``regimen.protocol`` written in a scenario)."""
     rules = []
@@ -98,6 +131,14 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
             raise ScenarioError(f"{at}.dose: missing (mg/kg for tocilizumab, mg otherwise)")
         total = _number(r, "max_total", at)
         per_day = _number(r, "max_in_24h", at)
+        taper = _taper(r, at)
+        course = _number(r, "course_days", at)
+        if taper is not None:
+            if drug not in STEROIDS:
+                raise ScenarioError(f"{at}.taper: only corticosteroids are tapered; {drug} is given at one dose")
+            if course is not None:
+                raise ScenarioError(f"{at}: give either taper (its steps set the course) or course_days, not both")
+            course = sum(days for _, _, days in taper)
         rules.append(Rule(
             id=str(r.get("id", f"rule{i}")), toxicity=m.group(1), grade=int(m.group(2)),
             for_hours=float(m.group(3) or 0), drug=drug, dose=_number(r, "dose", at),
@@ -106,7 +147,7 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
             max_in_24h=None if per_day is None else int(per_day),
             max_total=None if total is None else int(total),
             only_if_no_improvement=bool(r.get("repeat_only_if_no_improvement", False)),
-            course_days=_number(r, "course_days", at)))
+            course_days=course, taper=taper))
     prophylaxis = []
     for i, q in enumerate(node.get("prophylaxis") or []):
         at = f"{where}.prophylaxis[{i}]"
@@ -156,6 +197,8 @@ class Manager:
         self.given_since: dict[str, np.ndarray] = {d: np.zeros(n, dtype=bool) for d in DRUGS}
         self.steroid_days: list[set[int]] = [set() for _ in range(n)]
         self.course_start: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
+        self.last_dose: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
+        self.anakinra_days: list[set[int]] = [set() for _ in range(n)]
         self.rimiducid_given = np.zeros(n, dtype=bool)
         self.dasatinib_days: list[set[int]] = [set() for _ in range(n)]
 
@@ -171,6 +214,10 @@ class Manager:
             y[who, INDEX["dasatinib"]] += amount_mg * self.dasatinib_nm_per_mg
             for i in who:
                 self.dasatinib_days[i].add(int(np.floor(day)))
+        elif drug == "anakinra":
+            y[who, INDEX["anakinra"]] += amount_mg
+            for i in who:
+                self.anakinra_days[i].add(int(np.floor(day)))
         elif drug == "rimiducid":
             # iCasp9 dimerisation kills most CAR cells within hours (Zhou 2015); taken as done by
             # the next assessment. Without iCasp9 on the construct it does nothing.
@@ -255,8 +302,29 @@ class Manager:
                 self.rimiducid_given[ready] = True
                 self._give(y, ready, "rimiducid", rule.dose * self.weight_kg[ready], day, rule.id)
             else:
-                doses = 1.0 if rule.every_h is None else max(1.0, self.interval_h / rule.every_h)
-                self._give(y, ready, rule.drug, np.full(ready.size, rule.dose * doses), day, rule.id)
+                self._give_scheduled(y, rule, ready, day)
+
+    def _give_scheduled(self, y: np.ndarray, rule: Rule, ready: np.ndarray, day: float) -> None:
+        """Doses of a rule given every N hours (or once per assessment without ``every``).
+
+        The doses due until the next assessment are given together; a dose interval longer
+        than the assessment interval waits until it has passed since the last dose.
+        """
+        if ready.size == 0:
+            return
+        started = self.course_start[rule.id][ready]
+        elapsed = np.where(np.isnan(started), 0.0, day - started)
+        last = self.last_dose[rule.id][ready]
+        amounts = np.zeros(ready.size)
+        for j, (e, prev) in enumerate(zip(elapsed, last)):
+            dose, every = rule.step(float(e))
+            if every is None:
+                amounts[j] = dose
+            elif np.isnan(prev) or (day - prev) * 24 >= every - 1e-6:
+                amounts[j] = dose * max(1.0, self.interval_h / every)
+        due = amounts > 0
+        self.last_dose[rule.id][ready[due]] = day
+        self._give(y, ready[due], rule.drug, amounts[due], day, rule.id)
 
     # -- results --------------------------------------------------------------------------------
     def patient_table(self) -> pd.DataFrame:
@@ -282,6 +350,7 @@ class Manager:
             "crs_max_grade_ctcae5": per["crs_max_grade_ctcae5"].fillna(0).astype(int).to_numpy(),
             "tocilizumab_doses": np.array([len(d) for d in self.toci_days]),
             "steroid_days": np.array([len(d) for d in self.steroid_days]),
+            "anakinra_days": np.array([len(d) for d in self.anakinra_days]),
             "dasatinib_days": np.array([len(d) for d in self.dasatinib_days]),
             "rimiducid_given": self.rimiducid_given.astype(int),
             "icu_days": icu.fillna(0.0).to_numpy(),

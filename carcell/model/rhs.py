@@ -21,7 +21,7 @@ _NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
 assert _NB.stop - _NB.start == len(NORMAL_STATES)
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
 _ENDO, _TOCI, _STER = INDEX["endothelial_activation"], INDEX["tocilizumab"], INDEX["corticosteroid"]
-_DASA = INDEX["dasatinib"]
+_DASA, _ANAK = INDEX["dasatinib"], INDEX["anakinra"]
 
 
 def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
@@ -48,6 +48,12 @@ def steroid_effect(y: np.ndarray, p: Params) -> np.ndarray:
     """Corticosteroid effect, 0-1 (Emax model on the dexamethasone-equivalent amount)."""
     d = np.maximum(y[:, _STER], 0.0)
     return d / (d + p.steroid_ed50)
+
+
+def il1_block(y: np.ndarray, p: Params) -> np.ndarray:
+    """Share of the IL-1 amplification removed by anakinra (Emax model on the amount in the body)."""
+    a = np.maximum(y[:, _ANAK], 0.0)
+    return p.anakinra_emax * a / (a + p.anakinra_ed50)
 
 
 def dasatinib_block(y: np.ndarray, p: Params) -> np.ndarray:
@@ -155,8 +161,12 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     n = p.myeloid_hill
     drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(
         killed, p.damp_half_activation, n)
+    # Activated monocytes amplify their own activation through IL-1 (Giavridis 2018, Norelli
+    # 2018); anakinra blocks the IL-1 receptor and slows activation of myeloid cells and the
+    # endothelium, but leaves IFN-gamma and the CAR cells alone.
+    il1 = 1.0 - il1_block(y, p)
     m = y[:, _MAC]
-    dy[:, _MAC] = p.macrophage_on * drive * (1.0 - m) - p.macrophage_off * m
+    dy[:, _MAC] = p.macrophage_on * drive * il1 * (1.0 - m) - p.macrophage_off * m
 
     # IL-6: production at baseline plus an activation-proportional part (dampened by steroids);
     # part of its clearance goes through the IL-6 receptor, so tocilizumab raises serum IL-6.
@@ -167,14 +177,15 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # Endothelial activation follows myeloid activation (ICANS substrate). Tocilizumab does not
     # act here (it blocks IL-6 signalling, not the myeloid activation behind it).
     e = y[:, _ENDO]
-    drive = _hill(np.maximum(m, 0.0), p.endothelial_half, p.endothelial_hill) * dampen
+    drive = _hill(np.maximum(m, 0.0), p.endothelial_half, p.endothelial_hill) * dampen * il1
     dy[:, _ENDO] = p.endothelial_on * drive * (1.0 - e) - p.endothelial_off * e
 
     # Drugs: first-order loss; doses arrive as jumps at clinical assessments.
     dy[:, _TOCI] = -p.toci_elimination * y[:, _TOCI]
     dy[:, _STER] = -p.steroid_elimination * y[:, _STER]
     dy[:, _DASA] = -p.dasatinib_elimination * y[:, _DASA]
+    dy[:, _ANAK] = -p.anakinra_elimination * y[:, _ANAK]
     return dy
 
 
-assert N_STATES == 17
+assert N_STATES == 18

@@ -30,6 +30,7 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("tocilizumab", "ug/mL", False, "serum tocilizumab"),
     ("corticosteroid", "mg", False, "corticosteroid in its effect compartment, dexamethasone-equivalent"),
     ("dasatinib", "nM", False, "plasma dasatinib"),
+    ("anakinra", "mg", False, "anakinra (IL-1 receptor antagonist) in the body"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
@@ -73,6 +74,7 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "toci_elimination", "toci_kd", "il6_receptor_clearance",
     "steroid_elimination", "steroid_ed50", "steroid_cytokine_emax", "steroid_expansion_emax",
     "dasatinib_elimination", "dasatinib_ic50", "dasatinib_hill",
+    "anakinra_elimination", "anakinra_ed50", "anakinra_emax",
     # patient susceptibility: thresholds of the clinical signs (read at assessments, not in rhs)
     "fever_il6_half", "leak_il6_half", "icans_half",
     # extinction flags (1 = population alive, 0 = extinct), set at clinical rounds
