@@ -38,6 +38,14 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "L/kg",  # volumes of distribution
         "L",
         "g/mol",
+        "[mg, h, day]",  # a dosing schedule: steps of [dose, every, for how many days]
+        "g/dL",  # haemoglobin
+        "mg/dL",  # IgG, CRP
+        "ng/mL",  # ferritin
+        "U/L",  # LDH
+        "1e9/L",  # platelets
+        "g/kg",  # IVIG doses
+        "g",
     }
 )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from carcell.clinical.haematology import LAB_COLUMNS, draw_baseline_labs, haematology_days, haematology_outputs
 from carcell.clinical.management import Manager, load_protocol
 from carcell.clinical.signs import SignModel
 from carcell.cohort.metrics import clinical_trajectories, patient_metrics
@@ -121,6 +122,20 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
         failed = names != "ok"
         for col in tox.columns:   # a failed patient has no trustworthy toxicity either
             df[col] = np.where(failed, np.nan, tox[col].to_numpy(dtype=float))
+        # haematotoxicity and immunoglobulins, from baseline labs and the simulated course
+        ids = c.covariates["patient_id"].to_numpy()
+        labs = draw_baseline_labs(k, scenario.indication.disease, scenario.population.seed, ids)
+        haem, haem_events, daily = haematology_outputs(
+            times, traj, labs, c.covariates["weight_kg"].to_numpy(), scenario.regimen.lymphodepletion, ids, k)
+        for col in LAB_COLUMNS:
+            if col != "patient_id":
+                df[f"baseline_{col}"] = labs[col].to_numpy()
+        for col in haem.columns.drop("patient_id"):
+            df[col] = haem[col].to_numpy()
+        event_parts.append(haem_events)
+        grid = haematology_days(times, k)
+        for q, v in daily.items():   # daily counts onto the output grid (NaN after the last day)
+            traj[q] = np.array([np.interp(times, grid, row, right=np.nan) for row in v])
         frames.append(df)
         event_parts.append(_events(df, resp, design))
         event_parts.append(manager.events())

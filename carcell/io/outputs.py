@@ -26,6 +26,11 @@ PATIENT_UNITS = {
     "ifng_peak_pg_per_ml": "pg/mL", "b_cell_aplasia_days": "day",
     "crs_max_grade": "ASTCT grade", "icans_max_grade": "ASTCT grade", "crs_max_grade_lee2014": "Lee 2014 grade",
     "crs_max_grade_penn": "Penn grade", "crs_max_grade_ctcae5": "CTCAE v5 grade", "tocilizumab_doses": "doses",
+    "hematotox_score": "CAR-HEMATOTOX points", "anc_nadir_per_ul": "cells/uL", "icaht_grade": "ICAHT grade",
+    "platelet_nadir_e9_per_l": "1e9/L", "igg_nadir": "mg/dL", "ivig_doses": "doses",
+    "baseline_anc_per_ul": "cells/uL", "baseline_platelets_e9_per_l": "1e9/L", "baseline_hb_g_dl": "g/dL",
+    "baseline_crp_mg_dl": "mg/dL", "baseline_ferritin_ng_ml": "ng/mL", "baseline_ldh_u_l": "U/L",
+    "baseline_igg_mg_dl": "mg/dL",
 }
 
 
