@@ -271,7 +271,8 @@ def timeline(
         if patient not in ids:
             raise CarcellError(f"--patient {patient}: not in this run (patient ids {ids.min()}-{ids.max()})")
         sel = ds.sel(patient=patient)
-        traj = {q: sel[q].to_numpy() for q in ("il6", "ifng", "car_cells_per_ul")}
+        traj = {q: sel[q].to_numpy() for q in ("il6", "ifng", "car_cells_per_ul", "anc_per_ul", "platelets_e9_per_l")
+                if q in ds}
         times = ds["time"].to_numpy()
         title = ds.attrs.get("title", "carcell").removeprefix("carcell trajectories: ")
     path = out or run_dir / f"timeline_{patient}.png"

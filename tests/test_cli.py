@@ -40,7 +40,7 @@ PATIENT_COLUMNS = ("patient_id", "solver_status", "cmax_cells_per_ul", "cmax_cop
                    "tmax_days", "auc_0_28_copies_day_per_ug", "best_response", "response_day",
                    "progression_day", "relapse_antigen", "il6_peak_pg_per_ml",
                    "ifng_peak_pg_per_ml")
-EVENT_KINDS = {"infusion", "response_assessment", "progression", "relapse", "drug", "crs_grade", "icans_grade"}
+EVENT_KINDS = {"infusion", "response_assessment", "progression", "relapse", "drug", "crs_grade", "icans_grade", "ivig"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

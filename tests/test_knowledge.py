@@ -32,7 +32,8 @@ DATA_FILES = sorted(DATA_DIR.rglob("*.yaml"))
 # set per patient in carcell/design/compile.py (compile_chunk), not by resolve_design
 # (recognition of tumour and normal tissues by the logic gate, normal-tissue compartments)
 PER_PATIENT = {"host_baseline"}
-DESIGN_PARAMETERS = [n for n in PARAMETER_NAMES if not n.startswith(("alive_", "recognition_", "activation_", "normal_"))
+DESIGN_PARAMETERS = [n for n in PARAMETER_NAMES if not n.startswith(("alive_", "recognition_", "activation_", "normal_",
+                                                                             "neurovascular_"))
                      and n not in PER_PATIENT]
 
 

@@ -1,104 +1,138 @@
-"""Fit the toxicity sign thresholds to the CRS and neurotoxicity rates of the pivotal trials.
+"""Fit the toxicity parameters to CRS, neurotoxicity, drug use, onset and duration of the
+pivotal trials.
 
-    python validation/calibrate_toxicity.py [--n 100] [--evals 40]
+    python validation/calibrate_toxicity.py [--n 60] [--evals 150] [--workers 2]
 
-Parameters (knowledge/data/toxicity.yaml, typical values): ``signs.fever_il6_half``,
-``signs.leak_il6_half``, ``signs.icans_half``, ``endothelium.half_activation``.
-Targets (validation/targets/toxicity.yaml): CRS any grade and grade >= 3 on each trial's own
-scale, and grade >= 3 neurotoxicity, for ZUMA-1, JULIET, ELIANA and KarMMa, under the ASCO
-2021 protocol. Any-grade neurotoxicity is left out: the trials counted it with CTCAE, which
-finds 2-3 times more events than ASTCT ICANS (reference/clinical.md 1.9).
+Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``):
 
-Method: binomial deviance between the simulated rate and the trial's count (events out of
-patients infused), summed over trials and measures; Nelder-Mead on the logarithms of the
-parameters, with common random numbers (the same virtual patients at every evaluation). The
-script prints the fit beside the data and the values to write into toxicity.yaml.
+- ``physiology.myeloid.ifng_half_activation``, ``physiology.myeloid.activation_hill``,
+  ``physiology.myeloid.deactivation_rate``: how readily, how steeply and how long myeloid
+  cells are activated (CRS onset and duration);
+- ``toxicity.variability.il6_max``: the patient-to-patient spread of myeloid IL-6 capacity;
+- ``toxicity.signs.fever_il6_half``: fever threshold (CRS any grade);
+- ``toxicity.signs.leak_il6_half`` and its patient-to-patient spread
+  ``toxicity.variability.leak_il6_half``: hypotension and hypoxia (CRS grade >= 2-3, drug use);
+- ``toxicity.endothelium.half_activation``, ``toxicity.endothelium.injury_half`` and
+  ``toxicity.endothelium.hill`` (how much serum IL-6, or killing of neurovascular cells carrying
+  the target, the endothelium needs), ``toxicity.signs.icans_half`` and the spread
+  ``toxicity.variability.icans_half``: ICANS any grade and grade >= 3.
+
+Targets (validation/targets/toxicity.yaml): ZUMA-1, JULIET, ELIANA and KarMMa, each run with
+its example scenario under the ASCO 2021 protocol. Objective (validation/toxicity_measures.py):
+binomial deviance of each rate for the trial's size, CRS on the trial's own scale; CTCAE
+any-grade neurotoxicity only as an upper bound; squared error of median onset and duration
+in units of 1 and 1.5 days. Method: Nelder-Mead on the logarithms of the parameters (clipped
+to the bounds), with common random numbers (the same virtual patients at every evaluation).
+The script prints the fit beside the data and the values to write into the data files.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
 
-from carcell.cohort import run_cohort
-from carcell.io.yamlio import load_yaml
-from carcell.knowledge import load_knowledge
-from carcell.scenario import load_scenario
+sys.path.insert(0, str(Path(__file__).parent))
+from toxicity_measures import discrepancy, simulated  # noqa: E402
+
+from carcell.cohort import run_cohort  # noqa: E402
+from carcell.io.yamlio import load_yaml  # noqa: E402
+from carcell.knowledge import load_knowledge  # noqa: E402
+from carcell.scenario import load_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = ("signs.fever_il6_half", "signs.leak_il6_half", "signs.icans_half", "endothelium.half_activation")
-MEASURES = ("crs_any", "crs_grade3plus", "neuro_grade3plus")
+#: knowledge path -> (lower, upper) bound
+PARAMS = {
+    "physiology.myeloid.ifng_half_activation": (5.0, 5000.0),
+    "physiology.myeloid.deactivation_rate": (0.1, 3.0),
+    "physiology.myeloid.activation_hill": (0.5, 3.0),
+    "toxicity.signs.fever_il6_half": (5.0, 5000.0),
+    "toxicity.signs.leak_il6_half": (50.0, 5e4),
+    "toxicity.variability.leak_il6_half": (0.1, 2.0),
+    "toxicity.variability.il6_max": (0.1, 1.5),
+    "toxicity.endothelium.half_activation": (50.0, 2e4),
+    "toxicity.endothelium.injury_half": (0.01, 100.0),
+    "toxicity.endothelium.hill": (1.0, 6.0),
+    "toxicity.signs.icans_half": (0.05, 0.99),
+    "toxicity.variability.icans_half": (0.1, 2.0),
+}
+FOLLOW_UP_DAYS = 35   # CRS and ICANS are graded to day 28
 
 
-def _set(params: dict[str, float]) -> None:
-    """Write parameter values into the cached knowledge tree used by the next runs."""
+def set_params(values: dict[str, float]) -> None:
+    """Write values into the cached knowledge tree the next runs read."""
     k = load_knowledge(False)
-    for path, v in params.items():
-        node = k.node(f"toxicity.{path}")
-        node["value"] = float(v)
+    for path, v in values.items():
+        k.node(path)["value"] = float(v)
 
 
-def rates(trial: dict, n: int) -> dict[str, float]:
-    sc = load_scenario(ROOT / trial["example"], [f"population.n={n}", "trial.follow_up_days=45"])
-    p = run_cohort(sc).patients
-    ok = p[p["solver_status"] == "ok"]
-    crs = ok[f"crs_max_grade_{trial['crs_scale']}"]
-    return {"crs_any": float((crs >= 1).mean()), "crs_grade3plus": float((crs >= 3).mean()),
-            "neuro_grade3plus": float((ok["icans_max_grade"] >= 3).mean())}
+def trial_measures(args: tuple[dict, dict[str, float], int]) -> dict[str, float]:
+    trial, values, n = args
+    set_params(values)
+    sc = load_scenario(ROOT / trial["example"], [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}",
+                                                 "regimen.protocol=asco2021"])
+    return simulated(run_cohort(sc).patients, trial["crs_scale"])
 
 
-def deviance(model: float, observed: float, size: int) -> float:
-    m = min(max(model, 0.5 / size), 1 - 0.5 / size)
-    k = observed * size
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = k * np.log(observed / m) if observed > 0 else 0.0
-        b = (size - k) * np.log((1 - observed) / (1 - m)) if observed < 1 else 0.0
-    return 2 * (a + b)
+def objective_terms(targets: dict, sims: list[dict]) -> list[tuple[str, str, float, float]]:
+    out = []
+    for (name, t), sim in zip(targets.items(), sims):
+        for m, target in t.items():
+            if isinstance(target, dict) and m in sim:
+                out.append((name, m, sim[m], discrepancy(m, sim[m], target, int(t["infused"]))))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--evals", type=int, default=40)
+    ap.add_argument("--n", type=int, default=60, help="virtual patients per trial")
+    ap.add_argument("--evals", type=int, default=150)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--start", nargs="*", default=[], metavar="PATH=VALUE",
+                    help="start the search here instead of at the data files' values")
     args = ap.parse_args()
     targets = load_yaml(ROOT / "validation" / "targets" / "toxicity.yaml")
     k = load_knowledge(False)
-    start = {p: float(k.value(f"toxicity.{p}")) for p in PARAMS}
-    original = copy.deepcopy(start)
-    history = []
+    names = list(PARAMS)
+    lo = np.log([PARAMS[p][0] for p in names])
+    hi = np.log([PARAMS[p][1] for p in names])
+    given = dict(a.split("=", 1) for a in args.start)
+    unknown = set(given) - set(names)
+    if unknown:
+        ap.error(f"--start: {', '.join(sorted(unknown))} is not a calibrated parameter; use one of {', '.join(names)}")
+    start = np.log([float(given.get(p, k.value(p))) for p in names])
+    history: list[tuple[float, np.ndarray]] = []
 
-    def objective(x: np.ndarray) -> float:
-        _set(dict(zip(PARAMS, np.exp(x))))
-        total = 0.0
-        for t in targets.values():
-            sim = rates(t, args.n)
-            total += sum(deviance(sim[m], float(t[m]["value"]), int(t["infused"])) for m in MEASURES if m in t)
-        history.append((total, np.exp(x)))
-        print(f"  eval {len(history):3d}: deviance {total:8.2f}  " +
-              "  ".join(f"{p.split('.')[-1]}={v:.4g}" for p, v in zip(PARAMS, np.exp(x))), flush=True)
-        return total
+    with ProcessPoolExecutor(args.workers) as pool:
+        def run(x: np.ndarray) -> list[dict]:
+            values = dict(zip(names, np.exp(np.clip(x, lo, hi))))
+            return list(pool.map(trial_measures, [(t, values, args.n) for t in targets.values()]))
 
-    x0 = np.log([start[p] for p in PARAMS])
-    # a wide first simplex (each parameter x3): the priors may be far off
-    simplex = np.vstack([x0] + [x0 + np.log(3.0) * np.eye(len(x0))[i] for i in range(len(x0))])
-    res = minimize(objective, x0, method="Nelder-Mead",
-                   options={"maxfev": args.evals, "xatol": 0.02, "fatol": 0.5, "initial_simplex": simplex})
-    best = dict(zip(PARAMS, np.exp(res.x)))
-    _set(best)
-    print(f"\nstart deviance {history[0][0]:.2f}, best {res.fun:.2f} after {len(history)} evaluations\n")
-    print(f"{'trial':8s} {'measure':18s} {'model':>6s} {'trial':>6s}")
-    for name, t in targets.items():
-        sim = rates(t, args.n)
-        for m in MEASURES:
-            if m in t:
-                print(f"{name:8s} {m:18s} {sim[m]:6.2f} {float(t[m]['value']):6.2f}")
-    print("\nvalues for knowledge/data/toxicity.yaml (source: fit):")
-    for p in PARAMS:
-        print(f"  {p}: {best[p]:.4g}   (was {original[p]:.4g})")
+        def objective(x: np.ndarray) -> float:
+            terms = objective_terms(targets, run(x))
+            total = sum(t[3] for t in terms) + 100.0 * float(np.sum(np.maximum(0, lo - x) + np.maximum(0, x - hi)))
+            history.append((total, x.copy()))
+            print(f"  eval {len(history):3d}: {total:8.2f}  " + "  ".join(
+                f"{p.split('.')[-1]}={v:.3g}" for p, v in zip(names, np.exp(np.clip(x, lo, hi)))), flush=True)
+            return total
+
+        simplex = np.vstack([start] + [start + np.log(2.5) * np.eye(len(start))[i] for i in range(len(start))])
+        res = minimize(objective, start, method="Nelder-Mead",
+                       options={"maxfev": args.evals, "xatol": 0.02, "fatol": 0.5, "initial_simplex": simplex})
+        best = np.clip(res.x, lo, hi)
+        terms = objective_terms(targets, run(best))
+    print(f"\nobjective {history[0][0]:.1f} at the start, {res.fun:.1f} at the best of {len(history)} evaluations"
+          f" ({'converged' if res.success else 'stopped: ' + res.message})\n")
+    print(f"{'trial':8s} {'measure':26s} {'model':>7s} {'trial':>7s} {'term':>7s}")
+    for name, m, v, d in terms:
+        print(f"{name:8s} {m:26s} {v:7.2f} {float(targets[name][m]['value']):7.2f} {d:7.2f}")
+    print("\nvalues for the data files (source: fit):")
+    for p, v, v0 in zip(names, np.exp(best), np.exp(start)):
+        print(f"  {p}: {v:.4g}   (was {v0:.4g})")
 
 
 if __name__ == "__main__":

@@ -341,7 +341,7 @@ def haematology_days(times: np.ndarray, k) -> np.ndarray:
 def marrow_recovery(k, labs: pd.DataFrame, lymphodepletion: str, inflammation: np.ndarray,
                     times: np.ndarray, lineages: tuple[str, ...] = ("neutrophil", "platelet"),
                     last_day: int | None = None, **sensitivities) -> dict[str, np.ndarray]:
-    """Daily blood counts from day 0 to min(follow-up, 90) (or ``last_day``) after infusion.
+    """Daily blood counts from day 0 to min(follow-up, pattern.last_day) (or ``last_day``) after infusion.
 
     ``inflammation`` (n, T) is the model's ``macrophage_activation`` (0-1) on ``times`` (days
     after infusion); it acts through its effect site (:func:`inflammation_effect_site` with
@@ -541,7 +541,7 @@ def haematology_outputs(times: np.ndarray, trajectories: dict[str, np.ndarray], 
     * ``events`` with columns ``patient_id, day, event, value, detail``: one ``"ivig"`` row per
       dose, value = grams, detail ``"IgG <= 400 mg/dL"``.
     * ``daily`` {``anc_per_ul``, ``platelets_e9_per_l``, ``igg_mg_dl``}: (n, D+1) arrays on the
-      grid ``haematology_days(times, k)`` = 0..D, D = floor(min(times[-1], 90)).
+      grid ``haematology_days(times, k)`` = 0..D, D = floor(min(times[-1], pattern.last_day = 1095)).
 
     ``severe_neutropenia_days`` and ``icaht_grade`` are whole numbers stored as float so that a
     failed patient can hold NaN. A patient whose ``macrophage_activation`` row is not finite (a

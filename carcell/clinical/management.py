@@ -70,7 +70,8 @@ class Prophylaxis:
     id: str
     drug: str
     days: tuple[float, ...]
-    dose: float
+    dose: float                          # mg/kg for tocilizumab and rimiducid, mg otherwise
+    max_single: float | None = None
 
 
 @dataclass
@@ -100,6 +101,9 @@ def _taper(r: dict, at: str) -> tuple[tuple[float, float, float], ...] | None:
     steps = r.get("taper")
     if steps is None:
         return None
+    if isinstance(steps, dict) and "value" in steps:   # a sourced entry: value [[dose, every, days], ...]
+        steps = [dict(zip(("dose", "every", "days"), st)) if isinstance(st, list | tuple) and len(st) == 3 else st
+                 for st in (steps["value"] or [])]
     if not isinstance(steps, list) or not steps:
         raise ScenarioError(f"{at}.taper: write a list of steps such as "
                             "[{dose: 1000, every: 24, days: 3}, {dose: 250, every: 12, days: 2}]")
@@ -155,7 +159,8 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
             raise ScenarioError(f"{at}.give: {q.get('give')!r} is not a drug carcell models; use one of {', '.join(DRUGS)}")
         days = _number(q, "days", at)
         prophylaxis.append(Prophylaxis(id=str(q.get("id", f"prophylaxis{i}")), drug=str(q["give"]),
-                                       days=days if isinstance(days, tuple) else (days,), dose=_number(q, "dose", at)))
+                                       days=days if isinstance(days, tuple) else (days,), dose=_number(q, "dose", at),
+                                       max_single=_number(q, "max_single", at)))
     return Protocol(name=str(node.get("name", name)), source=str(node.get("source", "")), rules=rules,
                     prophylaxis=prophylaxis)
 
@@ -274,7 +279,11 @@ class Manager:
 
         for q in self.protocol.prophylaxis:
             if any(abs(day - d) < 1e-9 for d in q.days):
-                self._give(y, who, q.drug, np.full(who.size, q.dose), day, q.id)
+                per_kg = q.drug in ("tocilizumab", "rimiducid")   # doses in mg/kg, as in the rules
+                mg = q.dose * self.weight_kg[who] if per_kg else np.full(who.size, q.dose)
+                if q.max_single is not None:
+                    mg = np.minimum(mg, q.max_single)
+                self._give(y, who, q.drug, mg, day, q.id)
         for rule in self.protocol.rules:
             graded = self.crs_grade[who] if rule.toxicity == "crs" else self.icans_grade[who]
             hit = graded >= rule.grade

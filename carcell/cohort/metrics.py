@@ -16,9 +16,9 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "car_copies_per_ug": ("copies/ug", "CAR transgene copies per ug genomic DNA (qPCR)"),
     "car_total_cells": ("cells", "whole-body CAR T cells"),
     "tumour_total_cells": ("cells", "whole-body tumour cells (both clones)"),
-    "anc_per_ul": ("cells/uL", "absolute neutrophil count (marrow model, to day 90)"),
-    "platelets_e9_per_l": ("1e9/L", "platelet count (marrow model, to day 90)"),
-    "igg_mg_dl": ("mg/dL", "serum IgG before any IVIG dose that day (to day 90)"),
+    "anc_per_ul": ("cells/uL", "absolute neutrophil count (marrow model)"),
+    "platelets_e9_per_l": ("1e9/L", "platelet count (marrow model)"),
+    "igg_mg_dl": ("mg/dL", "serum IgG before any IVIG dose that day"),
     **{name: (unit, desc) for name, unit, _, desc in STATES},
 }
 

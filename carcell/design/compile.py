@@ -66,6 +66,7 @@ _TOXICITY = {
     "endothelial_off": "toxicity.endothelium.deactivation_rate",
     "endothelial_half": "toxicity.endothelium.half_activation",
     "endothelial_hill": "toxicity.endothelium.hill",
+    "endothelial_injury_half": "toxicity.endothelium.injury_half",
     "toci_elimination": "toxicity.drugs.tocilizumab.elimination",
     "toci_kd": "toxicity.drugs.tocilizumab.kd",
     "il6_receptor_clearance": "toxicity.drugs.tocilizumab.il6_receptor_clearance",
@@ -113,6 +114,7 @@ class TissueSlot:
     recognition_activation: float
     consequence: str
     severity: str
+    neurovascular: bool = False            # its killing injures the blood-brain barrier (ICANS)
 
 
 @dataclass
@@ -299,7 +301,8 @@ def _tissues(k: Knowledge, c: Construct, antigens: list[AntigenInTumour]) -> lis
             turnover=float(k.value(f"tissues.{t}.turnover")),
             recognition_kill=float(seen.kill[0] * seen.share[0]) * access,
             recognition_activation=float(seen.activation[0] * seen.share[0]) * access,
-            consequence=k.text(f"tissues.{t}.consequence"), severity=k.text(f"tissues.{t}.severity")))
+            consequence=k.text(f"tissues.{t}.consequence"), severity=k.text(f"tissues.{t}.severity"),
+            neurovascular=bool(k.node(f"tissues.{t}").get("neurovascular") and k.value(f"tissues.{t}.neurovascular"))))
     return slots
 
 
@@ -491,12 +494,14 @@ def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
         if j <= len(design.tissues):
             t = design.tissues[j - 1]
             base, turnover, rk, ra = t.cells_per_kg * weight, t.turnover, t.recognition_kill, t.recognition_activation
+            nv = float(t.neurovascular)
         else:  # an unused compartment: one cell nobody recognises
-            base, turnover, rk, ra = 1.0, 1.0, 0.0, 0.0
+            base, turnover, rk, ra, nv = 1.0, 1.0, 0.0, 0.0, 0.0
         values[:, PARAM_INDEX[f"normal_baseline_{j}"]] = base
         values[:, PARAM_INDEX[f"normal_turnover_{j}"]] = turnover
         values[:, PARAM_INDEX[f"recognition_normal_{j}"]] = rk
         values[:, PARAM_INDEX[f"activation_normal_{j}"]] = ra
+        values[:, PARAM_INDEX[f"neurovascular_normal_{j}"]] = nv
     values[:, PARAM_INDEX["alive_car"]] = 1.0
     values[:, PARAM_INDEX["alive_tumour_pos"]] = (unseen < 1).astype(float)
     values[:, PARAM_INDEX["alive_tumour_neg"]] = (unseen > 0).astype(float)

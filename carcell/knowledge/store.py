@@ -54,6 +54,8 @@ def check_entry(path: str, node: dict) -> Entry:
         raise KnowledgeError(f"{path}: unit {unit!r} is not one of {sorted(KNOWN_UNITS)}")
     value = node["value"]
     values = value if isinstance(value, list) else [value]
+    if values and all(isinstance(v, list) for v in values):   # a table, e.g. a dosing schedule
+        values = [x for row in values for x in row]
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise KnowledgeError(f"{path}: value {value!r} is not a number or a list of numbers")
     return Entry(path=path, value=value, unit=unit, source=source, note=note)

@@ -174,10 +174,17 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     clearance = p.il6_clearance * (1.0 - p.il6_receptor_clearance * occupancy)
     dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m) - clearance * y[:, _IL6]
 
-    # Endothelial activation follows myeloid activation (ICANS substrate). Tocilizumab does not
-    # act here (it blocks IL-6 signalling, not the myeloid activation behind it).
+    # Endothelial activation follows serum IL-6 (with IFN-gamma and angiopoietin-2 a marker and
+    # driver of the endothelial injury behind ICANS, Gust 2017). Serum IL-6, not its signalling:
+    # tocilizumab does not protect the endothelium, and by raising serum IL-6 it can worsen
+    # ICANS (ZUMA-1 cohort 3, reference/clinical.md 2.6). Killing of neurovascular cells that
+    # carry the target (CD19 on brain mural cells, Parker 2020) adds injury, measured as their
+    # per-cell killing rate. Steroids and IL-1 blockade damp the activation.
     e = y[:, _ENDO]
-    drive = _hill(np.maximum(m, 0.0), p.endothelial_half, p.endothelial_hill) * dampen * il1
+    il6 = np.maximum(y[:, _IL6], 0.0)
+    injury = (p.block("neurovascular_normal_") * d["kill_normal"]).sum(axis=1)
+    x = il6 / p.endothelial_half + injury / p.endothelial_injury_half
+    drive = _hill(x, 1.0, p.endothelial_hill) * dampen * il1
     dy[:, _ENDO] = p.endothelial_on * drive * (1.0 - e) - p.endothelial_off * e
 
     # Drugs: first-order loss; doses arrive as jumps at clinical assessments.

@@ -56,6 +56,8 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "recognition_tumour", "activation_tumour",
     *(f"recognition_normal_{j}" for j in range(1, 4)),
     *(f"activation_normal_{j}" for j in range(1, 4)),
+    # 1 where the normal tissue is part of the neurovascular unit (its killing adds to ICANS)
+    *(f"neurovascular_normal_{j}" for j in range(1, 4)),
     # tumour
     "tumour_growth_rate", "tumour_capacity",
     # normal tissues carrying a target antigen (cells, 1/day)
@@ -70,7 +72,7 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "ifng_half_activation", "damp_weight", "damp_half_activation", "myeloid_hill",
     "il6_baseline", "il6_max", "il6_clearance",
     # endothelial activation (ICANS substrate) and the drugs that act in the model
-    "endothelial_on", "endothelial_off", "endothelial_half", "endothelial_hill",
+    "endothelial_on", "endothelial_off", "endothelial_half", "endothelial_hill", "endothelial_injury_half",
     "toci_elimination", "toci_kd", "il6_receptor_clearance",
     "steroid_elimination", "steroid_ed50", "steroid_cytokine_emax", "steroid_expansion_emax",
     "dasatinib_elimination", "dasatinib_ic50", "dasatinib_hill",
@@ -81,7 +83,8 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "alive_car", "alive_tumour_pos", "alive_tumour_neg",
 )
 PARAM_INDEX = {name: i for i, name in enumerate(PARAMETER_NAMES)}
-for _prefix in ("recognition_normal_", "activation_normal_", "normal_baseline_", "normal_turnover_"):
+for _prefix in ("recognition_normal_", "activation_normal_", "neurovascular_normal_", "normal_baseline_",
+                "normal_turnover_"):
     assert [PARAM_INDEX[f"{_prefix}{j}"] for j in range(1, NORMAL_SLOTS + 1)] == list(
         range(PARAM_INDEX[f"{_prefix}1"], PARAM_INDEX[f"{_prefix}1"] + NORMAL_SLOTS)), _prefix
 

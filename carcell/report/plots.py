@@ -128,11 +128,13 @@ def plot_toxicity(r: CohortResult, path: Path) -> None:
 
 
 def plot_patient_timeline(times, traj: dict, events, patient_id: int, title: str, path: Path) -> None:
-    """One patient's course: cytokines, CAR cells, grades and drugs over the first weeks."""
+    """One patient's course: cytokines, CAR cells, grades, drugs and (when present) blood
+    counts over the first weeks."""
     end = min(float(times[-1]), 35.0)
     keep = times <= end
     t = times[keep]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
+    counts = "anc_per_ul" in traj
+    fig, axes = plt.subplots(3 + counts, 1, figsize=(10, 8 + 2.5 * counts), sharex=True, constrained_layout=True)
     ax = axes[0]
     for q, color in (("il6", "#d73027"), ("ifng", "#4575b4")):
         ax.plot(t, np.maximum(traj[q][keep], 1e-2), color=color, label=f"{q.upper() if q == 'il6' else 'IFN-gamma'}, pg/mL")
@@ -160,9 +162,21 @@ def plot_patient_timeline(times, traj: dict, events, patient_id: int, title: str
         ax.scatter(d["day"], np.full(len(d), y), marker="v", s=40)
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(-0.8, max(len(names), 1) - 0.2)
-    ax.set_xlabel("days after infusion")
-    ax.set_xlim(0, end)
     ax.set_title("drugs given", fontsize=9)
+    if counts:
+        ax = axes[3]
+        ax.plot(t, np.maximum(traj["anc_per_ul"][keep], 1.0), color="#542788", lw=2, label="ANC /uL")
+        ax.axhline(500, color="grey", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_ylabel("neutrophils per uL")
+        if "platelets_e9_per_l" in traj:
+            ax2 = ax.twinx()
+            ax2.plot(t, traj["platelets_e9_per_l"][keep], color="#b35806", label="platelets 1e9/L")
+            ax2.set_ylabel("platelets, 1e9/L")
+            ax2.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1].set_xlabel("days after infusion")
+    axes[-1].set_xlim(0, end)
     fig.suptitle(f"{title}: patient {patient_id}")
     fig.savefig(path, dpi=130)
     plt.close(fig)

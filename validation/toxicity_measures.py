@@ -1,0 +1,70 @@
+"""Toxicity measures of a simulated trial arm and their distance to the trial (shared by the
+calibration and validation scripts).
+
+Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
+(``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
+ASTCT ICANS. Onset and duration are medians over patients with CRS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+#: spread allowed around a trial's median onset or duration (days): the trials report medians
+#: of about 100 patients with wide ranges; 1 day (onset) and 1.5 days (duration) are assumptions
+MEDIAN_SD_DAYS = {"crs_onset_median_days": 1.0, "crs_duration_median_days": 1.5}
+
+
+def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
+    ok = p[p["solver_status"] == "ok"]
+    crs = ok["crs_max_grade" if scale == "astct" else f"crs_max_grade_{scale}"]
+    icans_any = float((ok["icans_max_grade"] >= 1).mean())
+    return {
+        "crs_any": float((crs >= 1).mean()), "crs_grade3plus": float((crs >= 3).mean()),
+        "neuro_any": icans_any, "icans_any_astct": icans_any,
+        "neuro_grade3plus": float((ok["icans_max_grade"] >= 3).mean()),
+        "tocilizumab_use": float((ok["tocilizumab_doses"] > 0).mean()),
+        "steroid_use": float((ok["steroid_days"] > 0).mean()),
+        "crs_onset_median_days": float(ok["crs_onset_day"].median()),
+        "crs_duration_median_days": float(ok["crs_duration_days"].median()),
+    }
+
+
+def binomial_deviance(model: float, observed: float, size: int) -> float:
+    """2 x log-likelihood ratio of the trial's count under its own rate vs the model's rate."""
+    m = min(max(model, 0.5 / size), 1 - 0.5 / size)
+    k = observed * size
+    a = k * np.log(observed / m) if observed > 0 else 0.0
+    b = (size - k) * np.log((1 - observed) / (1 - m)) if observed < 1 else 0.0
+    return float(2 * (a + b))
+
+
+def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
+    """One term of the calibration objective (deviance units)."""
+    value = float(target["value"])
+    if measure in MEDIAN_SD_DAYS:
+        if np.isnan(model):
+            return 25.0
+        return float(((model - value) / MEDIAN_SD_DAYS[measure]) ** 2)
+    if target.get("compare") == "upper_bound":   # a CTCAE count bounds the ASTCT one from above
+        return binomial_deviance(model, value, size) if model > value else 0.0
+    return binomial_deviance(model, value, size)
+
+
+def interval(target: dict, size: int) -> tuple[float, float]:
+    """95% Clopper-Pearson interval of a trial rate for its size."""
+    k = int(round(float(target["value"]) * size))
+    ci = binomtest(k, size).proportion_ci(0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def agrees(measure: str, model: float, target: dict, size: int) -> bool | None:
+    """Within the trial's 95% CI (below its upper limit for an upper bound); None for medians."""
+    if measure in MEDIAN_SD_DAYS:
+        return None
+    low, high = interval(target, size)
+    if target.get("compare") == "upper_bound":
+        return model <= high
+    return low <= model <= high
