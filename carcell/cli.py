@@ -327,6 +327,14 @@ def _print_summary(s: dict, out: Path) -> None:
     t.add_row("Tmax, days", _fmt(s["tmax_days"], ".1f"))
     t.add_row("AUC 0-28, copies*day/ug", _fmt(s["auc_0_28_copies_day_per_ug"]))
     t.add_row("IL-6 peak, pg/mL", _fmt(s["il6_peak_pg_per_ml"]))
+    tox, haem = s["toxicity"], s["haematology"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    t.add_row("CRS any / grade >= 3 (ASTCT)", f"{pct(tox['crs_any'])} / {pct(tox['crs_grade3plus'])}")
+    t.add_row("ICANS any / grade >= 3 (ASTCT)", f"{pct(tox['icans_any'])} / {pct(tox['icans_grade3plus'])}")
+    t.add_row("CRS onset, days", _fmt(tox["crs_onset_day"], ".1f"))
+    t.add_row("tocilizumab / steroids given", f"{pct(tox['tocilizumab_use'])} / {pct(tox['steroid_use'])}")
+    t.add_row("days ANC < 500 (days 0-30)", _fmt(haem["severe_neutropenia_days"], ".0f"))
+    t.add_row("ICAHT grade >= 3 / IVIG given", f"{pct(haem['icaht_grade3plus'])} / {pct(haem['ivig_use'])}")
     ttp = s["median_time_to_progression_days"]
     t.add_row("median time to progression", "not reached" if ttp is None else f"{ttp:g} days")
     t.add_row("antigen-negative relapses", str(s["antigen_negative_relapses"]))

@@ -93,6 +93,12 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     assert not missing, missing
     assert list(df["patient_id"]) == list(range(n))
     assert (df["solver_status"] == "ok").all(), df["solver_status"].value_counts()
+    # the summary's safety figures are the shares in the patient table
+    tox, haem = summary["toxicity"], summary["haematology"]
+    assert tox["crs_grade3plus"] == pytest.approx((df["crs_max_grade"] >= 3).mean())
+    assert tox["icans_any"] == pytest.approx((df["icans_max_grade"] >= 1).mean())
+    assert tox["tocilizumab_use"] == pytest.approx((df["tocilizumab_doses"] > 0).mean())
+    assert haem["ivig_use"] == pytest.approx((df["ivig_doses"] > 0).mean())
     responses = set(df["best_response"].dropna())
     assert responses, "no best_response at all"
     assert responses <= ALLOWED[disease], (disease, responses)

@@ -74,6 +74,31 @@ def kaplan_meier_median(time: np.ndarray, event: np.ndarray) -> float | None:
     return None
 
 
+def _share(mask: pd.Series) -> float | None:
+    return float(mask.mean()) if len(mask) else None
+
+
+def _toxicity_summary(ok: pd.DataFrame) -> dict:
+    """What a trial's safety table reports: CRS and ICANS (ASTCT), drugs, ICU."""
+    return {
+        "crs_any": _share(ok["crs_max_grade"] >= 1), "crs_grade3plus": _share(ok["crs_max_grade"] >= 3),
+        "icans_any": _share(ok["icans_max_grade"] >= 1), "icans_grade3plus": _share(ok["icans_max_grade"] >= 3),
+        "crs_onset_day": _q(ok["crs_onset_day"]), "crs_duration_days": _q(ok["crs_duration_days"]),
+        "tocilizumab_use": _share(ok["tocilizumab_doses"] > 0), "steroid_use": _share(ok["steroid_days"] > 0),
+        "icu_admission": _share(ok["icu_days"] > 0),
+    }
+
+
+def _haematology_summary(ok: pd.DataFrame) -> dict:
+    return {
+        "hematotox_high_risk": _share(ok["hematotox_high_risk"].astype(bool)),
+        "severe_neutropenia_days": _q(ok["severe_neutropenia_days"]),
+        "icaht_grade3plus": _share(ok["icaht_grade"] >= 3),
+        "ivig_use": _share(ok["ivig_doses"] > 0),
+        "igg_nadir_mg_dl": _q(ok["igg_nadir"]),
+    }
+
+
 def summary(result: CohortResult) -> dict:
     df = result.patients
     ok = df[df["solver_status"] == "ok"]
@@ -99,6 +124,8 @@ def summary(result: CohortResult) -> dict:
         "tmax_days": _q(ok["tmax_days"]),
         "auc_0_28_copies_day_per_ug": _q(ok["auc_0_28_copies_day_per_ug"]),
         "il6_peak_pg_per_ml": _q(ok["il6_peak_pg_per_ml"]),
+        "toxicity": _toxicity_summary(ok),
+        "haematology": _haematology_summary(ok),
         "median_time_to_progression_days": ttp,
         "progression_events": int(event.sum()),
         "antigen_negative_relapses": int((ok["relapse_antigen"] == "negative").sum()),
