@@ -34,6 +34,9 @@ from carcell.model.states import INDEX, Params
 _WHEN = re.compile(r"^\s*(crs|icans)\s*>=\s*([0-5])\s*(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
 DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
 STEROIDS = ("dexamethasone", "methylprednisolone")
+PER_KG = ("tocilizumab", "rimiducid")          # dosed in mg/kg; the others in mg
+#: drugs whose treatment days are counted per patient, and the output column that counts them
+COUNTED_DAYS = {"steroid": STEROIDS, "anakinra": ("anakinra",), "dasatinib": ("dasatinib",)}
 
 
 @dataclass
@@ -200,14 +203,17 @@ class Manager:
         self.toci_days: list[list[float]] = [[] for _ in range(n)]
         self.toci_grade_at_dose = np.full(n, 99)
         self.given_since: dict[str, np.ndarray] = {d: np.zeros(n, dtype=bool) for d in DRUGS}
-        self.steroid_days: list[set[int]] = [set() for _ in range(n)]
+        self.days_given: dict[str, list[set[int]]] = {k: [set() for _ in range(n)] for k in COUNTED_DAYS}
         self.course_start: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
         self.last_dose: dict[str, np.ndarray] = {r.id: np.full(n, np.nan) for r in self.protocol.rules}
-        self.anakinra_days: list[set[int]] = [set() for _ in range(n)]
         self.rimiducid_given = np.zeros(n, dtype=bool)
-        self.dasatinib_days: list[set[int]] = [set() for _ in range(n)]
 
     # -- dosing ---------------------------------------------------------------------------------
+    def _amount_mg(self, drug: str, dose: float, who: np.ndarray, max_single: float | None) -> np.ndarray:
+        """mg per patient of a dose written in mg/kg (tocilizumab, rimiducid) or mg, capped."""
+        mg = dose * self.weight_kg[who] if drug in PER_KG else np.full(who.size, dose)
+        return mg if max_single is None else np.minimum(mg, max_single)
+
     def _give(self, y: np.ndarray, who: np.ndarray, drug: str, amount_mg: np.ndarray, day: float, rule: str) -> None:
         if who.size == 0:
             return
@@ -217,12 +223,8 @@ class Manager:
                 self.toci_days[i].append(day)
         elif drug == "dasatinib":
             y[who, INDEX["dasatinib"]] += amount_mg * self.dasatinib_nm_per_mg
-            for i in who:
-                self.dasatinib_days[i].add(int(np.floor(day)))
         elif drug == "anakinra":
             y[who, INDEX["anakinra"]] += amount_mg
-            for i in who:
-                self.anakinra_days[i].add(int(np.floor(day)))
         elif drug == "rimiducid":
             # iCasp9 dimerisation kills most CAR cells within hours (Zhou 2015); taken as done by
             # the next assessment. Without iCasp9 on the construct it does nothing.
@@ -233,8 +235,10 @@ class Manager:
         else:
             dex = amount_mg if drug == "dexamethasone" else amount_mg / self.mp_per_dex
             y[who, INDEX["corticosteroid"]] += dex
-            for i in who:
-                self.steroid_days[i].add(int(np.floor(day)))
+        for kind, drugs in COUNTED_DAYS.items():
+            if drug in drugs:
+                for i in who:
+                    self.days_given[kind][i].add(int(np.floor(day)))
         self.given_since[drug][who] = True
         for i, mg in zip(who, np.broadcast_to(amount_mg, who.shape)):
             self.log.append((int(self.patient_ids[i]), float(day), "drug", float(mg), f"{drug} ({rule})"))
@@ -257,7 +261,7 @@ class Manager:
         who = followed
         obs = observe(self.signs, y[who], self.params.take(who), self.patient_ids[who], day, self.age_years[who])
         obs["tocilizumab"] = self.given_since["tocilizumab"][who]
-        obs["corticosteroid"] = (self.given_since["dexamethasone"] | self.given_since["methylprednisolone"])[who]
+        obs["corticosteroid"] = np.logical_or.reduce([self.given_since[d][who] for d in STEROIDS])
         for d in DRUGS:
             self.given_since[d][who] = False
         fever, organ, treated = grading.crs_signs(obs, self.th)
@@ -279,11 +283,7 @@ class Manager:
 
         for q in self.protocol.prophylaxis:
             if any(abs(day - d) < 1e-9 for d in q.days):
-                per_kg = q.drug in ("tocilizumab", "rimiducid")   # doses in mg/kg, as in the rules
-                mg = q.dose * self.weight_kg[who] if per_kg else np.full(who.size, q.dose)
-                if q.max_single is not None:
-                    mg = np.minimum(mg, q.max_single)
-                self._give(y, who, q.drug, mg, day, q.id)
+                self._give(y, who, q.drug, self._amount_mg(q.drug, q.dose, who, q.max_single), day, q.id)
         for rule in self.protocol.rules:
             graded = self.crs_grade[who] if rule.toxicity == "crs" else self.icans_grade[who]
             hit = graded >= rule.grade
@@ -300,16 +300,14 @@ class Manager:
                 ready = running
             if rule.drug == "tocilizumab":
                 ready = np.array([i for i in ready if self._tocilizumab_allowed(i, day, rule)], dtype=int)
-                mg = rule.dose * self.weight_kg[ready]
-                if rule.max_single is not None:
-                    mg = np.minimum(mg, rule.max_single)
-                self._give(y, ready, "tocilizumab", mg, day, rule.id)
+                self._give(y, ready, "tocilizumab", self._amount_mg("tocilizumab", rule.dose, ready, rule.max_single),
+                           day, rule.id)
                 self.toci_grade_at_dose[ready] = self.crs_grade[ready]
             elif rule.drug == "rimiducid":
                 # one dose per patient: repeat doses remove ever smaller shares (Zhou 2016)
                 ready = ready[~self.rimiducid_given[ready]]
                 self.rimiducid_given[ready] = True
-                self._give(y, ready, "rimiducid", rule.dose * self.weight_kg[ready], day, rule.id)
+                self._give(y, ready, "rimiducid", self._amount_mg("rimiducid", rule.dose, ready, None), day, rule.id)
             else:
                 self._give_scheduled(y, rule, ready, day)
 
@@ -358,9 +356,7 @@ class Manager:
             "crs_max_grade_penn": per["crs_max_grade_penn"].fillna(0).astype(int).to_numpy(),
             "crs_max_grade_ctcae5": per["crs_max_grade_ctcae5"].fillna(0).astype(int).to_numpy(),
             "tocilizumab_doses": np.array([len(d) for d in self.toci_days]),
-            "steroid_days": np.array([len(d) for d in self.steroid_days]),
-            "anakinra_days": np.array([len(d) for d in self.anakinra_days]),
-            "dasatinib_days": np.array([len(d) for d in self.dasatinib_days]),
+            **{f"{kind}_days": np.array([len(d) for d in days]) for kind, days in self.days_given.items()},
             "rimiducid_given": self.rimiducid_given.astype(int),
             "icu_days": icu.fillna(0.0).to_numpy(),
         })
