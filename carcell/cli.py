@@ -289,25 +289,42 @@ def run(
     overrides: SetOpt = None,
     plots: Annotated[bool, typer.Option(help="write PNG plots")] = True,
 ) -> None:
-    """Simulate a virtual cohort and write its results to --out."""
-    from carcell.cohort import run_cohort
-    from carcell.io.outputs import write_outputs
+    """Simulate a virtual cohort or trial and write its results to --out."""
+    from carcell.io.outputs import write_trial_outputs
+    from carcell.trial.run import run_trial
 
     sc = _load(scenario, n, seed, overrides)
     if out.exists() and not out.is_dir():
         raise CarcellError(f"--out {out}: exists and is not a directory; choose another path")
-    with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                  transient=True) as bar:
-        task = bar.add_task("sim", total=1.0)
-        result = run_cohort(sc, progress=lambda d, t: bar.update(task, completed=d / max(t, 1)))
-    _print_warnings(result.design)
-    summ = write_outputs(result, out, {"command": " ".join(sys.argv)})
+    with Progress(TextColumn("[bold]simulating {task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def step(arm: str, done: int, total: int) -> None:
+            if arm not in tasks:
+                tasks[arm] = bar.add_task(arm, total=1.0)
+            bar.update(tasks[arm], completed=done / max(total, 1))
+
+        result = run_trial(sc, progress=step)
+    for cohort in result.cohorts.values():
+        _print_warnings(cohort.design)
+    trial = write_trial_outputs(result, out, {"command": " ".join(sys.argv)})
     if plots:
         from carcell.report.plots import write_plots
+        from carcell.report.trial_plots import write_trial_plots
 
-        write_plots(result, out)
-    _print_summary(summ, out)
+        if len(result.arms) == 1 and result.cohorts:
+            write_plots(next(iter(result.cohorts.values())), out)
+        write_trial_plots(result.patients, result.events, out, reference_arm=result.reference_arm)
+    if len(result.arms) == 1 and (out / "summary.json").exists():
+        import json
+
+        _print_summary(json.loads((out / "summary.json").read_text()), out)
+    from carcell.report.trial_table import trial_table
+
+    out_console.print(trial_table(trial))
+    out_console.print(f"results in {out}/")
 
 
 def _fmt(q: dict, f: str = ".3g") -> str:
@@ -341,7 +358,112 @@ def _print_summary(s: dict, out: Path) -> None:
     if s["solver_failures"]:
         t.add_row("[red]solver failures", f"[red]{s['solver_failures']} (see solver_status)")
     out_console.print(t)
-    out_console.print(f"results in {out}/")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="output directory of carcell run or of a virtual trial")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default RUN_DIR/report.html)")] = None,
+) -> None:
+    """Write one self-contained HTML report: results, figures, provenance, citations."""
+    from carcell.report.html import write_report
+
+    path = write_report(run_dir, out or run_dir / "report.html")
+    out_console.print(f"written {path} ({path.stat().st_size / 1024:,.0f} kB)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="output directory of a carcell trial or run")],
+    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or both")] = "both",
+    study_id: Annotated[Optional[str], typer.Option("--study-id", help="STUDYID (default: from the trial name)")] = None,
+) -> None:
+    """CDISC ADaM-style datasets (ADSL, ADTTE, ADAE, ADPC) in RUN_DIR/adam/, validated (docs/adam.md)."""
+    from carcell.io.adam import ADAM_SPEC, build_adam, validate_adam, write_adam
+
+    formats = {"csv": ("csv",), "parquet": ("parquet",), "both": ("csv", "parquet")}.get(fmt)
+    try:
+        if formats is None:
+            raise CarcellError(f"--format {fmt}: use csv, parquet or both")
+        datasets = build_adam(run_dir, study_id)
+        problems = validate_adam(datasets)
+        write_adam(run_dir, formats, datasets=datasets)
+    except CarcellError as err:
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        # SystemExit, not typer.Exit: main() runs the app with standalone_mode=False, where
+        # typer.Exit's status would be returned and lost
+        raise SystemExit(2) from None
+    study = next((str(df["STUDYID"].iloc[0]) for df in datasets.values() if len(df)), "-")
+    t = Table(title=f"ADaM datasets of {study}")
+    for col in ("dataset", "label", "records", "subjects"):
+        t.add_column(col)
+    for name, df in datasets.items():
+        t.add_row(name, ADAM_SPEC[name].label, str(len(df)), str(df["USUBJID"].nunique()))
+    out_console.print(t)
+    for p in problems:
+        err_console.print(f"[red]invalid:[/red] {escape(p)}", highlight=False, soft_wrap=True)
+    if problems:
+        raise SystemExit(1)
+    out_console.print(f"valid; written to {run_dir / 'adam'}/ (labels and types: define.json)", highlight=False)
+
+
+@app.command()
+def calibrate(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file of the product and indication")],
+    targets: Annotated[Path, typer.Option("--targets", "-t", help="targets YAML (docs/calibration.md)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("calibration"),
+    n: Annotated[int, typer.Option("-n", help="plausible patients simulated once")] = 1000,
+    check_n: Annotated[int, typer.Option("--check-n", help="patients of the re-simulated check (0: none)")] = 400,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the plausible population (the check uses seed+1)")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="simulation processes")] = 1,
+    overrides: SetOpt = None,
+) -> None:
+    """Calibrate a product's population to a trial's published endpoints (importance-reweighted
+    virtual population) and write calibration.yaml for population.calibration."""
+    from carcell.trial.calibrate import (calibration_yaml, check_table, diagnostics_figure, fit_weights,
+                                         load_targets, log_multipliers, plausible_scenario)
+    from carcell.trial.run import run_trial
+
+    ts = load_targets(targets)
+    sc = _load(scenario, None, None, [*(overrides or []), f"trial.workers={workers}"])
+    if sc.trial.arms:
+        raise CarcellError(f"{scenario}: calibrate a single-arm scenario (remove trial.arms)")
+    out.mkdir(parents=True, exist_ok=True)
+    plausible = plausible_scenario(sc, ts, n, seed)
+
+    def simulate(s, label):
+        with Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task(label, total=1.0)
+            return run_trial(s, progress=lambda arm, d, t: bar.update(task, completed=d / max(t, 1)))
+
+    res = simulate(plausible, f"plausible population ({n})")
+    patients = res.patients
+    logm = log_multipliers(plausible, ts, patients["patient_id"].to_numpy())
+    fit = fit_weights(patients, logm, ts)
+    path = out / "calibration.yaml"
+    path.write_text(calibration_yaml(fit, ts, sc.name, n, seed))
+    fit.table.to_csv(out / "fit.csv", index=False)
+    check = None
+    if check_n > 0:
+        checked = sc.model_copy(update={"population": sc.population.model_copy(
+            update={"n": check_n, "seed": seed + 1, "calibration": str(path.resolve())})})
+        check = check_table(simulate(checked, f"check ({check_n})").patients, ts)
+        check.to_csv(out / "check.csv", index=False)
+    fig = diagnostics_figure(fit, ts.parameters, check)
+    fig.savefig(out / "calibration.png", dpi=110)
+    t = Table(title=f"{sc.name} calibrated to {ts.trial} (ESS {fit.ess:.0f} of {n})")
+    for c in ("target", "published (95% CI)", "reweighted", "re-simulated", "inside"):
+        t.add_column(c)
+    for j, r in enumerate(fit.table.itertuples()):
+        chk = check.iloc[j] if check is not None else None
+        t.add_row(r.target, f"{r.published:.3g} ({r.ci95_low:.3g}-{r.ci95_high:.3g})", f"{r.model_weighted:.3g}",
+                  "-" if chk is None else f"{chk['model']:.3g}",
+                  "-" if chk is None else ("yes" if chk["inside"] else "[red]no"))
+    out_console.print(t)
+    for p, (mult, omega) in fit.parameters.items():
+        out_console.print(f"  {p}: typical x {mult:.3g}, omega {omega:.3g}")
+    out_console.print(f"written {path} (use it as population.calibration), fit.csv, calibration.png")
 
 
 def main() -> None:

@@ -46,6 +46,9 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "1e9/L",  # platelets
         "g/kg",  # IVIG doses
         "g",
+        "months",  # trial medians as published (1 month = 30.4375 days)
+        "1/year",  # background mortality
+        "1/month",  # event rates of comparator arms
     }
 )
 

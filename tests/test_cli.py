@@ -29,10 +29,10 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 N = 12
 FAST = ("-n", str(N), "--set", "trial.follow_up_days=60")
 
-ALLOWED = {
-    "LBCL": {"CR", "PR", "SD", "PD"},
-    "MM": {"CR", "VGPR", "PR", "SD", "PD"},
-    "B-ALL": {"CR", "NR", "PD"},
+ALLOWED = {   # NE: died before the first response assessment (docs/trials.md)
+    "LBCL": {"CR", "PR", "SD", "PD", "NE"},
+    "MM": {"CR", "VGPR", "PR", "SD", "PD", "NE"},
+    "B-ALL": {"CR", "NR", "PD", "NE"},
 }
 OUTPUT_FILES = ("patients.parquet", "trajectories.nc", "events.parquet", "summary.json",
                 "provenance.json", "kinetics.png", "tumour_burden.png", "waterfall.png")

@@ -76,8 +76,10 @@ def _events(df: pd.DataFrame, resp, design: Design) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["patient_id", "day", "event", "value", "detail"])
 
 
-def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> CohortResult:
-    """Simulate ``scenario.population.n`` patients; ``progress(done, total)`` reports work units."""
+def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None = None,
+               ids: np.ndarray | None = None) -> CohortResult:
+    """Simulate ``scenario.population.n`` patients (ids 0..n-1), or the given patient ids;
+    ``progress(done, total)`` reports work units."""
     k = load_knowledge()
     design = resolve_design(scenario, k)
     assessments = assessment_days(k)
@@ -86,7 +88,8 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     rounds = round_days(design, times)
     protocol = load_protocol(k, scenario.regimen.protocol)
     signs = SignModel.from_knowledge(k)
-    n = scenario.population.n
+    ids = np.arange(scenario.population.n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    n = ids.size
     solver = scenario.trial.solver
     chunk = solver.chunk_size
     total = n * (times.size - 1)
@@ -94,7 +97,7 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     done = 0
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        c = compile_chunk(design, start, stop)
+        c = compile_chunk(design, start, stop, ids=ids[start:stop])
 
         def step(j: int, base=done, m=stop - start) -> None:
             if progress is not None and (j % 5 == 0 or j == times.size - 1):

@@ -16,6 +16,7 @@ The mapping rules are documented, with their sources, in docs/design.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,10 @@ from scipy.special import ndtr
 from carcell.design.construct import Construct, resolve_construct
 from carcell.design.gates import gate_population, recognition
 from carcell.design.provenance import Ledger
-from carcell.errors import KnowledgeError
+from carcell.errors import KnowledgeError, ScenarioError
+from carcell.io.yamlio import load_yaml
 from carcell.knowledge import Knowledge
+from carcell.knowledge.store import Entry, check_entry
 from carcell.model.rhs import il15_drive_at_baseline
 from carcell.model.states import (
     INDEX, LOG_EXTINCT, N_STATES, NORMAL_SLOTS, NORMAL_STATES, PARAM_INDEX, PARAMETER_NAMES, Params,
@@ -332,6 +335,30 @@ def _dose_warnings(sc: Scenario, k: Knowledge, weight_kg: float) -> list[str]:
     return out
 
 
+def read_calibration(name: str, k: Knowledge) -> dict[str, tuple[Entry, Entry]]:
+    """(multiplier, omega) entries per parameter of a calibration: a bundled name
+    (knowledge/data/calibrations) or a YAML file written by `carcell calibrate`."""
+    if not name.endswith((".yaml", ".yml")):
+        base = f"calibrations.{name}.parameters"
+        return {p: (k.entry(f"{base}.{p}.multiplier"), k.entry(f"{base}.{p}.omega")) for p in k.names(base)}
+    path = Path(name)
+    if not path.exists():
+        raise ScenarioError(f"population.calibration: no such file {path}; give a bundled calibration "
+                            f"({', '.join(k.names('calibrations'))}) or the path of a file from `carcell calibrate`")
+    node = load_yaml(path)
+    params = node.get("parameters") if isinstance(node, dict) else None
+    if not isinstance(params, dict) or not params:
+        raise ScenarioError(f"{path}: a calibration file needs a 'parameters' mapping (name: {{multiplier, omega}})")
+    out = {}
+    for p, entry in params.items():
+        try:
+            out[p] = (check_entry(f"{path}:{p}.multiplier", entry["multiplier"]),
+                      check_entry(f"{path}:{p}.omega", entry["omega"]))
+        except (KeyError, TypeError):
+            raise ScenarioError(f"{path}: parameter {p!r} needs 'multiplier' and 'omega' entries") from None
+    return out
+
+
 def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
     """Typical parameter values of a scenario, each read (and recorded) from the knowledge base."""
     ind = scenario.indication
@@ -380,6 +407,12 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
                     "mean of " + ", ".join(f"costim.{d}.memory_fraction" for d in construct.costim))
 
     variability = {name: float(k.value(f"car_t.variability.{name}")) for name in k.names("car_t.variability")}
+    if scenario.population.calibration is not None:
+        for name, (mult, omega) in read_calibration(scenario.population.calibration, k).items():
+            if name not in ledger.records:
+                raise ScenarioError(f"population.calibration: {name!r} is not a parameter of this design")
+            ledger.scale_by(name, mult.value, mult.path, mult.source, mult.citation)
+            variability[name] = float(omega.value)
     variability.update(scenario.population.variability)
     # Draw order: the kinetic omegas first (sorted), then the toxicity susceptibilities, so
     # adding the toxicity layer left every patient's kinetic draws as they were.
@@ -395,6 +428,8 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         response[name] = k.value(f"{ip}.response.{name}")
     if criteria == "marrow_blasts":
         response["marrow_cells"] = k.value(f"{ip}.tumour.marrow_cells")
+    if scenario.trial.assessment_days is not None:   # the trial's own schedule
+        response["assessment_days"] = [float(d) for d in scenario.trial.assessment_days]
 
     conversion = {
         "blood_ml_per_kg": float(k.value("physiology.blood.volume_per_kg")),
@@ -450,16 +485,29 @@ def patient_rng(seed: int, patient: int) -> np.random.Generator:
 _FIXED_DRAWS = 5
 
 
-def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
-    """Draw patients ``start..stop`` (0-based) and build their parameters and initial states."""
-    sc = design.scenario
-    n = stop - start
+def patient_draws(design: Design, ids: np.ndarray) -> np.ndarray:
+    """Each patient's standard normals, one row per id, from the patient's own stream."""
+    n_draws = _FIXED_DRAWS + len(design.omega_order) + 3 * (len(design.antigens) - 1)
+    draws = np.empty((len(ids), n_draws))
+    for row, i in enumerate(ids):
+        draws[row] = patient_rng(design.scenario.population.seed, int(i)).standard_normal(n_draws)
+    return draws
+
+
+def omega_deviates(design: Design, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The standard normal behind each varied parameter, per patient (for calibration weights)."""
+    draws = patient_draws(design, ids)
+    return {name: draws[:, _FIXED_DRAWS + j] for j, name in enumerate(design.omega_order)}
+
+
+def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None = None) -> CompiledCohort:
+    """Draw patients ``start..stop`` (0-based), or the given patient ids, and build their
+    parameters and initial states. A patient's numbers depend only on the seed and the id."""
+    ids = np.arange(start, stop, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    n = ids.size
     omega_names = design.omega_order
     extra = design.antigens[1:]
-    n_draws = _FIXED_DRAWS + len(omega_names) + 3 * len(extra)
-    draws = np.empty((n, n_draws))
-    for row, i in enumerate(range(start, stop)):
-        draws[row] = patient_rng(sc.population.seed, i).standard_normal(n_draws)
+    draws = patient_draws(design, ids)
     z_weight, z_age, z_burden = draws[:, 0], draws[:, 1], draws[:, 2]
     weight = design.weight[0] * np.exp(design.weight[1] * z_weight)
     age = design.age[0] * np.exp(design.age[1] * z_age)
@@ -507,7 +555,7 @@ def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
     values[:, PARAM_INDEX["alive_tumour_neg"]] = (unseen > 0).astype(float)
     p = Params(values)
 
-    dose = sc.product.dose
+    dose = design.scenario.product.dose
     cells = dose.cells * np.ones(n) if dose.cells is not None else dose.cells_per_kg * weight
     y0 = np.zeros((n, N_STATES))
     fx = design.exhausted_fraction
@@ -535,7 +583,7 @@ def compile_chunk(design: Design, start: int, stop: int) -> CompiledCohort:
     assert np.all(il15_drive_at_baseline(p) > 0)
 
     cov = pd.DataFrame({
-        "patient_id": np.arange(start, stop, dtype=np.int64),
+        "patient_id": ids,
         "weight_kg": weight,
         "age_years": age,
         "baseline_burden_cells": burden,

@@ -65,10 +65,13 @@ class Ledger:
     def scale(self, name: str, path: str) -> float:
         """Multiply ``name`` by the multiplier entry at ``path``."""
         e = self.k.entry(path)
-        factor = float(e.value)
+        return self.scale_by(name, float(e.value), path, e.source, e.citation)
+
+    def scale_by(self, name: str, factor: float, where: str, source: str, citation: str) -> float:
+        """Multiply ``name`` by ``factor`` read from ``where`` (e.g. a calibration file)."""
         rec = self.records[name]
         rec.value *= factor
-        rec.steps.append(Step("x", factor, path, e.source, e.citation))
+        rec.steps.append(Step("x", factor, where, source, citation))
         return rec.value
 
     def rule(self, name: str, value: float, unit: str, why: str, keep_steps: bool = False) -> float:

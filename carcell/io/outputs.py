@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from datetime import datetime, timezone
@@ -132,48 +133,61 @@ def summary(result: CohortResult) -> dict:
     }
 
 
-def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None = None) -> dict:
-    """Write every output file; returns the summary."""
-    out.mkdir(parents=True, exist_ok=True)
-    df = result.patients
+def _write_patients(df: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = df.copy()
     for c in table.columns:
         if table[c].dtype == object:
             table[c] = table[c].astype("string")
     table.attrs = {}
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pa_table = pa.Table.from_pandas(table, preserve_index=False)
     meta = dict(pa_table.schema.metadata or {})
     meta[b"carcell.units"] = json.dumps(patient_units(table.columns)).encode()
-    pq.write_table(pa_table.replace_schema_metadata(meta), out / "patients.parquet")
+    pq.write_table(pa_table.replace_schema_metadata(meta), path)
 
+
+def _write_trajectories(trajectories: dict, ids: np.ndarray, times: np.ndarray, design, title: str,
+                        path: Path, arms: np.ndarray | None = None) -> None:
     ds = xr.Dataset(
-        {
-            q: (("patient", "time"), v, dict(zip(("units", "long_name"), quantity_info(q, result.design))))
-            for q, v in result.trajectories.items()
-        },
+        {q: (("patient", "time"), v, dict(zip(("units", "long_name"), quantity_info(q, design))))
+         for q, v in trajectories.items()},
         coords={
-            "patient": ("patient", df["patient_id"].to_numpy(), {"long_name": "patient id"}),
-            "time": ("time", result.times, {"units": "day", "long_name": "days after infusion"}),
+            "patient": ("patient", ids, {"long_name": "patient id"}),
+            "time": ("time", times, {"units": "day", "long_name": "days after infusion"}),
         },
-        attrs={"title": f"carcell trajectories: {result.scenario.name}",
-               "carcell_version": carcell.__version__},
+        attrs={"title": title, "carcell_version": carcell.__version__},
     )
-    ds.to_netcdf(out / "trajectories.nc", engine="netcdf4",
-                 encoding={q: {"zlib": True, "complevel": 1} for q in result.trajectories})
+    if arms is not None:
+        ds["arm"] = ("patient", arms.astype(str), {"long_name": "trial arm"})
+    ds.to_netcdf(path, engine="netcdf4", encoding={q: {"zlib": True, "complevel": 1} for q in trajectories})
 
-    ev = result.events.copy()
-    ev["event"] = ev["event"].astype("string")
-    ev["detail"] = ev["detail"].astype("string")
-    ev.to_parquet(out / "events.parquet", index=False)
 
-    summ = summary(result)
-    (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
+def _write_events(events: pd.DataFrame, path: Path) -> None:
+    ev = events.copy()
+    for c in ("event", "detail", "arm"):
+        if c in ev:
+            ev[c] = ev[c].astype("string")
+    ev.to_parquet(path, index=False)
 
-    sc = result.scenario
-    prov = {
+
+def _design_provenance(design) -> dict:
+    return {
+        "construct": design.construct.summary(),
+        "antigens": [a.name for a in design.antigens],
+        "normal_tissues_simulated": [t.name for t in design.tissues],
+        "response_criteria": design.response_criteria,
+        "typical_parameters": design.typical,
+        "recognition_half_density": design.recognition_half_density,
+        "variability": design.variability,
+        "parameters": design.ledger.rows(),
+        "warnings": design.warnings,
+    }
+
+
+def _provenance(sc, design, sources: dict, extra: dict | None) -> dict:
+    return {
         "carcell_version": carcell.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -181,20 +195,66 @@ def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None
         "scenario": sc.model_dump(mode="json"),
         "scenario_sha256": scenario_hash(sc),
         "seed": sc.population.seed,
-        "design": {
-            "construct": result.design.construct.summary(),
-            "antigens": [a.name for a in result.design.antigens],
-            "normal_tissues_simulated": [t.name for t in result.design.tissues],
-            "response_criteria": result.design.response_criteria,
-            "typical_parameters": result.design.typical,
-            "recognition_half_density": result.design.recognition_half_density,
-            "variability": result.design.variability,
-            "parameters": result.design.ledger.rows(),
-            "warnings": result.design.warnings,
-        },
-        "sources": result.design.knowledge.sources(),
-        "citations": citations(result.design),
-        **(extra_provenance or {}),
+        "design": _design_provenance(design),
+        "sources": sources,
+        "citations": citations(design),
+        **(extra or {}),
     }
+
+
+def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None = None) -> dict:
+    """Write every output file of a cohort; returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    df = result.patients
+    _write_patients(df, out / "patients.parquet")
+    _write_trajectories(result.trajectories, df["patient_id"].to_numpy(), result.times, result.design,
+                        f"carcell trajectories: {result.scenario.name}", out / "trajectories.nc")
+    _write_events(result.events, out / "events.parquet")
+    summ = summary(result)
+    (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
+    prov = _provenance(result.scenario, result.design, result.design.knowledge.sources(), extra_provenance)
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     return summ
+
+
+def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None) -> dict:
+    """Write a virtual trial (carcell.trial.run.TrialResult): the cohort files of a single-arm
+    trial (summary.json included) or the pooled files of a multi-arm one, plus trial.json with
+    endpoints per arm and comparisons (docs/trial-outputs.md). Returns trial.json's content."""
+    from carcell.trial.stats import trial_summary
+
+    out.mkdir(parents=True, exist_ok=True)
+    sc = result.scenario
+    car = [a for a in result.arms if a.kind == "car" and a.name in result.cohorts]
+    single = len(result.arms) == 1 and car
+    if single:   # the cohort files, with the infused patients' endpoints (deaths included)
+        cohort = result.cohorts[car[0].name]
+        infused = result.patients[result.patients["infused"].astype(bool)].reset_index(drop=True)
+        assert np.array_equal(infused["patient_id"].to_numpy(), cohort.patients["patient_id"].to_numpy())
+        write_outputs(dataclasses.replace(cohort, patients=infused), out, extra_provenance)
+    else:
+        if result.trajectories:
+            arm_of = dict(zip(result.patients["patient_id"], result.patients["arm"]))
+            design = result.cohorts[car[0].name].design
+            _write_trajectories(result.trajectories, result.trajectory_ids, result.times, design,
+                                f"carcell trajectories: {sc.name}", out / "trajectories.nc",
+                                np.array([arm_of[i] for i in result.trajectory_ids], dtype=object))
+        first = result.cohorts[car[0].name].design if car else None
+        prov = _provenance(sc, first, first.knowledge.sources(), extra_provenance) if first else {
+            "carcell_version": carcell.__version__, "scenario": sc.model_dump(mode="json"),
+            "scenario_sha256": scenario_hash(sc), "seed": sc.population.seed, **(extra_provenance or {})}
+        prov["arms"] = {a.name: ({"kind": "car", "design": _design_provenance(result.cohorts[a.name].design)}
+                                 if a.name in result.cohorts else {"kind": a.kind, "standard_of_care": a.standard_of_care})
+                        for a in result.arms}
+        (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+    _write_patients(result.patients, out / "patients.parquet")
+    _write_events(result.events, out / "events.parquet")
+    from carcell.knowledge import load_knowledge
+
+    criteria = load_knowledge(False).text(f"indications.{sc.indication.disease}.response_criteria")
+    trial = trial_summary(result.patients, name=sc.name, disease=sc.indication.disease, criteria=criteria,
+                          follow_up_days=sc.trial.follow_up_days, seed=sc.population.seed,
+                          reference_arm=result.reference_arm,
+                          landmarks_days=tuple(int(d) for d in sc.trial.landmarks_days))
+    (out / "trial.json").write_text(json.dumps(trial, indent=2, allow_nan=False) + "\n")
+    return trial

@@ -249,6 +249,17 @@ class Population(_Section):
         "the defaults in knowledge/data/car_t.yaml (variability); 0 switches one off",
     )
     covariates: Covariates = Covariates()
+    calibration: str | None = Field(
+        None, description="a calibrated population: a bundled calibration (knowledge/data/calibrations, "
+        "e.g. axi-cel_LBCL) or a path to a file written by `carcell calibrate`; its typical-value "
+        "multipliers and omegas apply before `variability`")
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration(cls, v: str | None) -> str | None:
+        if v is None or v.endswith((".yaml", ".yml")):
+            return v
+        return check_known(v, load_knowledge(False).names("calibrations"), "calibration")
 
     @field_validator("variability")
     @classmethod
@@ -268,15 +279,60 @@ class Solver(_Section):
     max_steps: int = Field(100_000, ge=10)
 
 
+class Arm(_Section):
+    """One arm of a trial: the scenario's product with overrides, or a standard-of-care comparator."""
+
+    name: str = Field(..., min_length=1, max_length=40)
+    ratio: int = Field(1, ge=1, le=10, description="randomisation weight, e.g. 2 and 1 for 2:1")
+    product: dict | None = Field(None, description="keys that replace the scenario's product for this arm")
+    regimen: dict | None = Field(None, description="keys that replace the scenario's regimen for this arm")
+    calibration: str | None = Field(None, description="population calibration for this arm")
+    standard_of_care: str | None = Field(
+        None, description="a comparator from knowledge/data/standard_of_care.yaml instead of a CAR product")
+    not_infused_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of patients randomised to a CAR arm who are never infused "
+        "(progression or illness during manufacturing); they count in the intention-to-treat analysis")
+
+    @field_validator("standard_of_care")
+    @classmethod
+    def _soc(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        return check_known(v, load_knowledge(False).names("standard_of_care.regimens"), "standard-of-care regimen")
+
+    @model_validator(mode="after")
+    def _kind(self) -> Arm:
+        if self.standard_of_care is not None and (self.product or self.regimen or self.calibration):
+            raise ValueError(f"arm {self.name!r}: a standard-of-care arm takes no product, regimen or calibration")
+        return self
+
+
 class Trial(_Section):
     follow_up_days: float = Field(365, gt=0, le=3650)
     output_every_days: float = Field(1.0, gt=0, le=365)
     solver: Solver = Solver()
+    arms: list[Arm] = Field(
+        default_factory=list, description="trial arms; none = one arm with the scenario's product")
+    reference_arm: str | None = Field(None, description="arm the others are compared with (hazard ratios)")
+    assessment_days: list[float] | None = Field(
+        None, description="response assessment days; default: the indication's schedule")
+    landmarks_days: list[float] = Field(default_factory=lambda: [180.0, 365.0, 730.0],
+                                        description="days at which survival rates are reported")
+    workers: int = Field(1, ge=1, le=256, description="processes that simulate chunks in parallel")
 
     @model_validator(mode="after")
     def _grid(self) -> Trial:
         if self.output_every_days > self.follow_up_days:
             raise ValueError("output_every_days must not exceed follow_up_days")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique; got {names}")
+        if self.reference_arm is not None and self.reference_arm not in names:
+            raise ValueError(f"reference_arm {self.reference_arm!r} is not an arm; arms: {names}")
+        if self.assessment_days is not None:
+            days = sorted(self.assessment_days)
+            if not days or days[0] <= 0 or days != list(dict.fromkeys(days)):
+                raise ValueError("assessment_days must be distinct positive days, e.g. [28, 90, 180]")
         return self
 
 

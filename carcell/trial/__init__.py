@@ -1,0 +1,1 @@
+"""Virtual-trial analysis: endpoints, arm summaries and comparisons (docs/trial-outputs.md)."""

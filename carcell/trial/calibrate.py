@@ -1,0 +1,332 @@
+"""Calibrate a product's population to a published trial by reweighting a virtual population.
+
+The method (docs/calibration.md) follows the virtual-population idea of Allen et al. 2016
+(CPT:PSP, doi:10.1002/psp4.12063) with importance weights in place of accept/reject:
+
+1. Plausible population. The scenario is simulated once with a wide prior on each calibrated
+   parameter: its log multiplier is ``l = omega0 * z`` with ``z`` the patient's own standard
+   normal (the same one the compiler uses).
+2. Weights. For a candidate population, each parameter's log multiplier is normal with mean
+   ``mu`` and SD ``omega``; a plausible patient's weight is the density ratio
+   ``prod_p N(l_p; mu_p, omega_p) / N(l_p; 0, omega0_p)``, normalised.
+3. Fit. ``mu`` (product level: the typical value becomes ``exp(mu)`` times the design's) and
+   ``omega`` (population level: the spread between patients) minimise the sum of squared
+   standardised differences between the weighted endpoints and the targets (the targets' own
+   binomial or CI-derived standard errors), with a penalty that keeps the effective sample
+   size of the weights above a floor. Nelder-Mead, from several fixed starts.
+4. Check. A fresh cohort, with a different seed and the fitted values in the compiler (not the
+   weights), is simulated and compared with the targets' 95% intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.stats import beta as beta_dist
+
+from carcell.design import omega_deviates, resolve_design
+from carcell.errors import ScenarioError
+from carcell.io.yamlio import load_yaml
+from carcell.knowledge import load_knowledge
+from carcell.model.states import PARAMETER_NAMES
+from carcell.scenario.schema import Scenario
+
+MONTH_DAYS = 30.4375
+RESPONDERS = ("CR", "VGPR", "PR")
+
+
+# -- targets ------------------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    name: str            # e.g. orr, cr, pfs_at_180, os_median_days, cmax_copies_per_ug_geomean
+    value: float
+    n: int | None
+    ci95: tuple[float, float] | None
+    source: str
+    note: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.name.endswith("_median_days") or self.name.endswith("_geomean") or self.name.endswith("_median"):
+            return "log"
+        return "rate"
+
+    def se(self) -> float:
+        """Standard error on the fit scale (rate, or natural log for medians and means)."""
+        if self.ci95 is not None:
+            lo, hi = self.ci95
+            if self.kind == "log":
+                return (np.log(hi) - np.log(lo)) / (2 * 1.96)
+            return (hi - lo) / (2 * 1.96)
+        if self.kind == "log":   # a median from n patients with about half of them events
+            return 1.0 / np.sqrt(max(self.n * 0.5, 1.0))
+        p = min(max(self.value, 1.0 / self.n), 1 - 1.0 / self.n)
+        return float(np.sqrt(p * (1 - p) / self.n))
+
+    def interval(self) -> tuple[float, float]:
+        """The target's 95% interval: given, or Clopper-Pearson for a rate, or from the SE."""
+        if self.ci95 is not None:
+            return self.ci95
+        if self.kind == "rate":
+            k = round(self.value * self.n)
+            lo = beta_dist.ppf(0.025, k, self.n - k + 1) if k > 0 else 0.0
+            hi = beta_dist.ppf(0.975, k + 1, self.n - k) if k < self.n else 1.0
+            return float(lo), float(hi)
+        s = self.se()
+        return float(self.value * np.exp(-1.96 * s)), float(self.value * np.exp(1.96 * s))
+
+
+@dataclass
+class TargetSet:
+    trial: str
+    parameters: dict[str, float]          # calibrated parameter -> prior omega0
+    targets: list[Target]
+    path: str = ""
+    sources: list[str] = field(default_factory=list)
+
+
+def load_targets(path: Path) -> TargetSet:
+    """Read a targets file (format: docs/calibration.md)."""
+    if not path.exists():
+        raise ScenarioError(f"--targets {path}: no such file")
+    node = load_yaml(path)
+    if not isinstance(node, dict) or "targets" not in node or "parameters" not in node:
+        raise ScenarioError(f"{path}: a targets file needs 'trial', 'parameters' (name: prior_omega) and "
+                            "'targets' (name: {value, n or ci95, source})")
+    params = node["parameters"]
+    known = [p for p in PARAMETER_NAMES if not p.startswith("alive_")]
+    for p, w in params.items():
+        if p not in known:
+            raise ScenarioError(f"{path}: parameters: {p!r} is not a model parameter")
+        if not (isinstance(w, (int, float)) and 0 < w <= 3):
+            raise ScenarioError(f"{path}: parameters.{p}: give the prior log-SD (0 < omega0 <= 3), got {w!r}")
+    targets = []
+    for name, t in node["targets"].items():
+        if not isinstance(t, dict) or "value" not in t or "source" not in t:
+            raise ScenarioError(f"{path}: targets.{name} needs 'value' and 'source'")
+        if t.get("n") is None and t.get("ci95") is None:
+            raise ScenarioError(f"{path}: targets.{name} needs 'n' (patients) or 'ci95' [low, high] for its uncertainty")
+        measure_name_check(name, path)
+        targets.append(Target(name, float(t["value"]), t.get("n"), tuple(t["ci95"]) if t.get("ci95") else None,
+                              str(t["source"]), str(t.get("note", ""))))
+    return TargetSet(str(node.get("trial", path.stem)), {p: float(w) for p, w in params.items()}, targets,
+                     str(path), list(node.get("sources", [])))
+
+
+# -- measures on a (weighted) patient table -------------------------------------------------------
+
+_SIMPLE = {
+    "orr": lambda df: df["best_response"].isin(RESPONDERS).to_numpy(float),
+    "cr": lambda df: (df["best_response"] == "CR").to_numpy(float),
+    "vgpr_or_better": lambda df: df["best_response"].isin(("CR", "VGPR")).to_numpy(float),
+}
+
+
+def measure_name_check(name: str, where) -> None:
+    ok = (name in _SIMPLE or name.startswith(("pfs_at_", "os_at_", "efs_at_"))
+          or name in ("pfs_median_days", "os_median_days", "efs_median_days")
+          or name.startswith(("cmax_", "auc_")) and name.endswith(("_geomean", "_median")))
+    if not ok:
+        raise ScenarioError(f"{where}: targets.{name}: unknown measure; use orr, cr, vgpr_or_better, "
+                            "pfs_at_DAYS, os_at_DAYS, efs_at_DAYS, pfs_median_days, os_median_days, "
+                            "efs_median_days, or COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns")
+
+
+def _wquantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(x, kind="stable")
+    cw = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cw, q * cw[-1])])
+
+
+def _median_time(t: np.ndarray, event: np.ndarray, w: np.ndarray) -> float:
+    """Where the weighted event-free curve crosses one half, interpolated linearly between
+    event days (progression is only seen at assessments, so the raw curve is a staircase);
+    infinity if it never does. Censoring happens only at the end of follow-up here."""
+    days = np.unique(t[event])
+    surv = np.array([1.0 - np.sum(w[event & (t <= d)]) for d in days])
+    x, y = np.concatenate([[0.0], days]), np.concatenate([[1.0], surv])
+    below = np.nonzero(y <= 0.5)[0]
+    if below.size == 0:
+        return float("inf")
+    k = below[0]
+    return float(x[k - 1] + (y[k - 1] - 0.5) / (y[k - 1] - y[k]) * (x[k] - x[k - 1]))
+
+
+def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
+    """A target's measure on a patient table, optionally weighted (weights sum to 1)."""
+    w = np.full(len(df), 1.0 / len(df)) if w is None else w
+    if name in _SIMPLE:
+        return float(np.sum(w * _SIMPLE[name](df)))
+    for ep in ("pfs", "os", "efs"):
+        if name.startswith(f"{ep}_at_"):   # event-free share at a day (censoring only at the end)
+            day = float(name.removeprefix(f"{ep}_at_"))
+            event_by = df[f"{ep}_event"].to_numpy(bool) & (df[f"{ep}_days"].to_numpy(float) <= day)
+            return float(np.sum(w * ~event_by))
+        if name == f"{ep}_median_days":
+            return _median_time(df[f"{ep}_days"].to_numpy(float), df[f"{ep}_event"].to_numpy(bool), w)
+    col = name.rsplit("_", 1)[0]
+    x = df[col].to_numpy(float)
+    ok = np.isfinite(x) & (x > 0)
+    if name.endswith("_geomean"):
+        return float(np.exp(np.sum(w[ok] * np.log(x[ok])) / np.sum(w[ok])))
+    return _wquantile(x[ok], w[ok] / np.sum(w[ok]), 0.5)
+
+
+# -- the fit --------------------------------------------------------------------------------------
+
+@dataclass
+class Fit:
+    parameters: dict[str, tuple[float, float]]     # name -> (multiplier exp(mu), omega)
+    table: pd.DataFrame                            # target, observed, interval, weighted model
+    ess: float
+    objective: float
+    weights: np.ndarray
+    log_multipliers: dict[str, np.ndarray]
+
+
+def plausible_scenario(scenario: Scenario, targets: TargetSet, n: int, seed: int) -> Scenario:
+    variability = dict(scenario.population.variability)
+    variability.update(targets.parameters)
+    return scenario.model_copy(update={"population": scenario.population.model_copy(
+        update={"n": n, "seed": seed, "variability": variability})})
+
+
+def log_multipliers(scenario: Scenario, targets: TargetSet, ids: np.ndarray) -> dict[str, np.ndarray]:
+    design = resolve_design(scenario, load_knowledge())
+    z = omega_deviates(design, ids)
+    return {p: targets.parameters[p] * z[p] for p in targets.parameters}
+
+
+def _omega(x: float, omega0: float) -> float:
+    """The fitted omega, kept inside (0, omega0): importance weights from a narrower prior
+    towards a wider population would rest on a few tail patients."""
+    return float(omega0 / (1.0 + np.exp(-x)))
+
+
+def weights_for(theta: np.ndarray, logm: dict[str, np.ndarray], prior: dict[str, float]) -> np.ndarray:
+    names = list(prior)
+    logw = np.zeros(next(iter(logm.values())).size)
+    for j, p in enumerate(names):
+        mu, omega = theta[2 * j], _omega(theta[2 * j + 1], prior[p])
+        l = logm[p]
+        logw += (-0.5 * ((l - mu) / omega) ** 2 - np.log(omega)) - (-0.5 * (l / prior[p]) ** 2 - np.log(prior[p]))
+    logw -= logw.max()
+    w = np.exp(logw)
+    return w / w.sum()
+
+
+def fit_weights(patients: pd.DataFrame, logm: dict[str, np.ndarray], targets: TargetSet,
+                ess_floor: float = 60.0) -> Fit:
+    prior = targets.parameters
+    obs = np.array([t.value for t in targets.targets])
+    se = np.array([t.se() for t in targets.targets])
+    logs = np.array([t.kind == "log" for t in targets.targets])
+
+    def model(w):
+        return np.array([measure(patients, t.name, w) for t in targets.targets])
+
+    def objective(theta):
+        w = weights_for(theta, logm, prior)
+        m = model(w)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            resid = np.where(logs, (np.log(np.maximum(m, 1e-12)) - np.log(obs)) / se, (m - obs) / se)
+        resid = np.where(np.isfinite(resid), resid, 10.0)
+        ess = 1.0 / np.sum(w ** 2)
+        penalty = 0.0 if ess >= ess_floor else 50.0 * (ess_floor / ess - 1.0) ** 2
+        return float(np.sum(resid ** 2) + penalty)
+
+    starts = []
+    for shift in (0.0, -0.5, 0.5):
+        for frac in (0.5, 0.8):
+            starts.append(np.concatenate([[shift * prior[p], np.log(frac / (1 - frac))] for p in prior]))
+    best = None
+    for x0 in starts:
+        r = minimize(objective, x0, method="Nelder-Mead",
+                     options={"maxiter": 1500, "xatol": 1e-3, "fatol": 1e-4})
+        if best is None or r.fun < best.fun:
+            best = r
+    w = weights_for(best.x, logm, prior)
+    m = model(w)
+    rows = []
+    for t, v in zip(targets.targets, m):
+        lo, hi = t.interval()
+        rows.append({"target": t.name, "published": t.value, "ci95_low": lo, "ci95_high": hi,
+                     "model_weighted": float(v), "inside": bool(lo <= v <= hi), "source": t.source})
+    params = {p: (float(np.exp(best.x[2 * j])), _omega(best.x[2 * j + 1], prior[p])) for j, p in enumerate(prior)}
+    return Fit(params, pd.DataFrame(rows), float(1.0 / np.sum(w ** 2)), float(best.fun), w, logm)
+
+
+def check_table(patients: pd.DataFrame, targets: TargetSet) -> pd.DataFrame:
+    rows = []
+    for t in targets.targets:
+        v = measure(patients, t.name)
+        lo, hi = t.interval()
+        rows.append({"target": t.name, "published": t.value, "ci95_low": lo, "ci95_high": hi,
+                     "model": float(v), "inside": bool(lo <= v <= hi), "source": t.source})
+    return pd.DataFrame(rows)
+
+
+def calibration_yaml(fit: Fit, targets: TargetSet, scenario_name: str, n_plausible: int, seed: int) -> str:
+    """The calibration file that scenarios use via population.calibration."""
+    lines = [
+        f"# Population calibration of {scenario_name!r} to {targets.trial}, written by `carcell calibrate`.",
+        "# Method: importance-reweighted virtual population (docs/calibration.md); multipliers scale the",
+        "# design's typical values, omegas are the between-patient log-SDs.",
+        f"# targets: {targets.path}; plausible patients: {n_plausible}; seed: {seed};",
+        f"# effective sample size of the weights: {fit.ess:.1f}; objective: {fit.objective:.3f}",
+        "# fit (published [95% CI] -> reweighted model):",
+    ]
+    for r in fit.table.itertuples():
+        lines.append(f"#   {r.target}: {r.published:.4g} [{r.ci95_low:.4g}, {r.ci95_high:.4g}] -> "
+                     f"{r.model_weighted:.4g} ({r.source})")
+    lines.append("parameters:")
+    note = (f"fitted to {targets.trial} ({', '.join(t.name for t in targets.targets)}) by importance-reweighted "
+            f"virtual population, {n_plausible} plausible patients, seed {seed}")
+    for p, (mult, omega) in fit.parameters.items():
+        lines += [f"  {p}:",
+                  f"    multiplier: {{value: {mult:.4g}, unit: \"1\", source: fit, note: \"{note}\"}}",
+                  f"    omega: {{value: {omega:.4g}, unit: \"1\", source: fit, note: \"{note}\"}}"]
+    return "\n".join(lines) + "\n"
+
+
+def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | None = None):
+    """Prior vs fitted distribution of each calibrated log multiplier (weighted histogram of the
+    plausible population), and every target's interval beside the weighted and re-simulated model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(prior)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.6))
+    for ax, p in zip(axes, names):
+        l = fit.log_multipliers[p]
+        bins = np.linspace(l.min(), l.max(), 30)
+        ax.hist(l, bins=bins, density=True, alpha=0.4, color="grey", label="plausible (prior)")
+        ax.hist(l, bins=bins, weights=fit.weights, density=True, alpha=0.6, color="C0", label="reweighted")
+        mult, omega = fit.parameters[p]
+        x = np.linspace(l.min(), l.max(), 200)
+        ax.plot(x, np.exp(-0.5 * ((x - np.log(mult)) / omega) ** 2) / (omega * np.sqrt(2 * np.pi)), "C0-")
+        ax.set_xlabel(f"ln multiplier of {p}")
+        ax.set_title(f"x{mult:.2g}, omega {omega:.2g}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    t = fit.table
+    y = np.arange(len(t))
+    pub = t["published"].to_numpy(float)
+    ax.errorbar(np.ones(len(t)), y, xerr=[1 - t["ci95_low"] / pub, t["ci95_high"] / pub - 1],
+                fmt="ks", capsize=3, label="published (95% CI)")
+    ax.plot(t["model_weighted"] / pub, y + 0.15, "C0o", label="reweighted")
+    if check is not None:
+        ax.plot(check["model"] / pub, y - 0.15, "C3^", label="re-simulated")
+    ax.set_yticks(y, t["target"])
+    ax.set_xlabel("model / published")
+    ax.legend(fontsize=7)
+    ax.set_title(f"fit (ESS {fit.ess:.0f})", fontsize=9)
+    fig.tight_layout()
+    return fig

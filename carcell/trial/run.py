@@ -1,0 +1,202 @@
+"""Run a virtual trial: randomise, simulate each CAR arm, draw comparator arms, add deaths.
+
+A scenario without ``trial.arms`` is a single-arm trial of its product. Patients are numbered
+0..n-1 in order of enrolment and randomised in permuted blocks; each keeps its number in its
+arm, so a patient's covariates and draws depend only on (seed, id), never on the arm sizes,
+the chunking or the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from carcell.cohort.run import CohortResult, run_cohort
+from carcell.design import compile_chunk, resolve_design
+from carcell.knowledge import load_knowledge
+from carcell.scenario.load import validate_raw
+from carcell.scenario.schema import Scenario
+from carcell.trial.soc import soc_patients
+from carcell.trial.survival import DeathModel, endpoints, not_infused, uniforms
+
+_RANDOMISATION_ENTROPY = 0x7A11   # mixed with the seed: the allocation stream, apart from every patient's
+
+
+@dataclass
+class ArmSpec:
+    name: str
+    kind: str                       # "car" or "soc"
+    ratio: int
+    scenario: Scenario              # the arm's own scenario (for SOC: the trial scenario)
+    standard_of_care: str | None = None
+    not_infused_fraction: float = 0.0
+
+
+@dataclass
+class TrialResult:
+    scenario: Scenario
+    arms: list[ArmSpec]
+    patients: pd.DataFrame                       # one row per randomised patient
+    events: pd.DataFrame
+    times: np.ndarray | None                     # output grid of the CAR arms
+    trajectories: dict[str, np.ndarray]          # CAR-arm patients only, in patients' order
+    trajectory_ids: np.ndarray
+    cohorts: dict[str, CohortResult] = field(default_factory=dict)
+
+    @property
+    def reference_arm(self) -> str | None:
+        if self.scenario.trial.reference_arm:
+            return self.scenario.trial.reference_arm
+        soc = [a.name for a in self.arms if a.kind == "soc"]
+        return soc[0] if soc else (self.arms[0].name if len(self.arms) > 1 else None)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def arm_specs(scenario: Scenario) -> list[ArmSpec]:
+    """Each arm's own scenario: the trial scenario with the arm's product/regimen overrides."""
+    if not scenario.trial.arms:
+        name = scenario.product.preset or scenario.product.name
+        return [ArmSpec(name, "car", 1, scenario)]
+    raw = scenario.model_dump(mode="json", exclude_none=True)
+    raw["trial"].pop("arms", None)
+    raw["trial"].pop("reference_arm", None)
+    specs = []
+    for i, arm in enumerate(scenario.trial.arms):
+        if arm.standard_of_care is not None:
+            specs.append(ArmSpec(arm.name, "soc", arm.ratio, scenario, arm.standard_of_care))
+            continue
+        arm_raw = copy.deepcopy(raw)
+        if arm.product:   # a preset named in the arm replaces the product, other keys refine it
+            arm_raw["product"] = (copy.deepcopy(arm.product) if "preset" in arm.product
+                                  else _merge(arm_raw["product"], arm.product))
+        if arm.regimen:
+            arm_raw["regimen"] = _merge(arm_raw["regimen"], arm.regimen)
+        if arm.calibration:
+            arm_raw["population"]["calibration"] = arm.calibration
+        arm_raw["name"] = f"{scenario.name}: {arm.name}"
+        sc = validate_raw(arm_raw, f"trial.arms[{i}] ({arm.name})")
+        specs.append(ArmSpec(arm.name, "car", arm.ratio, sc, None, arm.not_infused_fraction))
+    return specs
+
+
+def randomise(n: int, ratios: list[int], seed: int) -> np.ndarray:
+    """Arm index per patient: permuted blocks of twice the ratio sum (e.g. 4 for 1:1, 6 for 2:1)."""
+    block = np.repeat(np.arange(len(ratios)), [2 * r for r in ratios])
+    if len(ratios) == 1:
+        return np.zeros(n, dtype=int)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _RANDOMISATION_ENTROPY]))
+    blocks = -(-n // block.size)
+    return np.concatenate([rng.permutation(block) for _ in range(blocks)])[:n]
+
+
+def _simulate(args) -> CohortResult:
+    scenario, ids = args
+    return run_cohort(scenario, ids=ids)
+
+
+def _concat(parts: list[CohortResult]) -> CohortResult:
+    first = parts[0]
+    return CohortResult(
+        first.scenario, first.design, first.times,
+        pd.concat([p.patients for p in parts], ignore_index=True),
+        {q: np.concatenate([p.trajectories[q] for p in parts]) for q in first.trajectories},
+        pd.concat([p.events for p in parts if not p.events.empty] or [first.events], ignore_index=True),
+    )
+
+
+def simulate_arm(scenario: Scenario, ids: np.ndarray, workers: int,
+                 progress: Callable[[int, int], None] | None) -> CohortResult:
+    """Simulate the given patients, in worker processes when asked; the result is the same."""
+    if workers <= 1 or ids.size < 2 * workers:
+        return run_cohort(scenario, progress=progress, ids=ids)
+    pieces = [p for p in np.array_split(ids, 4 * workers) if p.size]
+    done, parts = 0, []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for piece, res in zip(pieces, pool.map(_simulate, [(scenario, p) for p in pieces])):
+            parts.append(res)
+            done += piece.size
+            if progress is not None:
+                progress(done, ids.size)
+    return _concat(parts)
+
+
+def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | None = None) -> TrialResult:
+    """Randomise ``population.n`` patients over the arms and follow each to the end of follow-up.
+
+    ``progress(arm, done, total)`` reports each CAR arm's simulation."""
+    k = load_knowledge()
+    specs = arm_specs(scenario)
+    t = scenario.trial
+    n, seed, follow = scenario.population.n, scenario.population.seed, t.follow_up_days
+    allocation = randomise(n, [a.ratio for a in specs], seed)
+    ids_all = np.arange(n, dtype=np.int64)
+    deaths = DeathModel.from_knowledge(k, scenario.indication.disease)
+
+    frames, event_parts, cohorts = [], [], {}
+    traj_parts, traj_ids, times = [], [], None
+    for j, arm in enumerate(specs):
+        ids = ids_all[allocation == j]
+        if ids.size == 0:
+            continue
+        design = resolve_design(arm.scenario, k)
+        base = compile_chunk(design, 0, 0, ids=ids).covariates
+        if arm.kind == "soc":
+            first = float(min(design.response["assessment_days"]))
+            df = soc_patients(k, arm.standard_of_care, ids, base["age_years"].to_numpy(),
+                              base["weight_kg"].to_numpy(), seed, follow, first, deaths)
+            df["baseline_burden_cells"] = np.nan
+        else:
+            u = uniforms(seed, ids)
+            skipped = u[:, 7] < arm.not_infused_fraction
+            infused_ids = ids[~skipped]
+            df_parts = []
+            if infused_ids.size:
+                report = (lambda d, tot, name=arm.name: progress(name, d, tot)) if progress else None
+                res = simulate_arm(arm.scenario, infused_ids, t.workers, report)
+                cohorts[arm.name] = res
+                times = res.times
+                df_parts.append(endpoints(res.patients, res.events, deaths, seed, follow))
+                ev = res.events.copy()
+                traj_parts.append(res.trajectories)
+                traj_ids.append(infused_ids)
+                event_parts.append(ev)
+            if skipped.any():
+                cov = base[skipped]
+                ni = not_infused(ids[skipped], cov["age_years"].to_numpy(), deaths, seed, follow)
+                ni["weight_kg"] = cov["weight_kg"].to_numpy()
+                ni["baseline_burden_cells"] = cov["baseline_burden_cells"].to_numpy()
+                df_parts.append(ni)
+            df = pd.concat(df_parts, ignore_index=True)
+        df.insert(1, "arm", arm.name)
+        df.insert(2, "arm_kind", arm.kind)
+        frames.append(df)
+
+    patients = pd.concat(frames, ignore_index=True).sort_values("patient_id", ignore_index=True)
+    death_events = patients.loc[patients["death_day"].notna(), ["patient_id", "death_day", "death_cause"]]
+    event_parts.append(pd.DataFrame({"patient_id": death_events["patient_id"].to_numpy(),
+                                     "day": death_events["death_day"].to_numpy(), "event": "death",
+                                     "value": np.nan, "detail": death_events["death_cause"].to_numpy()}))
+    events = pd.concat([e for e in event_parts if not e.empty] or event_parts[-1:], ignore_index=True)
+    events = events.sort_values(["patient_id", "day"], kind="stable", ignore_index=True)
+    events.insert(1, "arm", events["patient_id"].map(dict(zip(patients["patient_id"], patients["arm"]))))
+    trajectories, order = {}, np.array([], dtype=np.int64)
+    if traj_parts:
+        order = np.concatenate(traj_ids)
+        sort = np.argsort(order, kind="stable")
+        trajectories = {q: np.concatenate([p[q] for p in traj_parts])[sort] for q in traj_parts[0]}
+        order = order[sort]
+    return TrialResult(scenario, specs, patients, events, times, trajectories, order, cohorts)

@@ -1,0 +1,157 @@
+"""Virtual trials: randomisation, comparator arms, deaths, ITT/mITT, reproducibility, calibration
+by reweighting. Simulated CAR arms are kept small and short; the statistics live in test_trial_stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.statistics import logrank_test
+
+from carcell.knowledge import load_knowledge
+from carcell.scenario.load import validate_raw
+from carcell.trial.calibrate import Target, TargetSet, fit_weights, measure
+from carcell.trial.run import randomise, run_trial
+from carcell.trial.soc import soc_patients
+from carcell.trial.survival import MONTH_DAYS, DeathModel
+
+K = load_knowledge()
+
+
+def _scenario(**trial) -> object:
+    raw = {"name": "t", "product": {"preset": "axi-cel", "dose": {"cells_per_kg": 2e6}},
+           "indication": {"disease": "LBCL"}, "population": {"n": 16, "seed": 5},
+           "trial": {"follow_up_days": 120, **trial}}
+    return validate_raw(raw)
+
+
+def test_randomisation_keeps_the_ratio_in_every_block_and_is_reproducible():
+    a = randomise(600, [2, 1], seed=3)
+    assert np.array_equal(a, randomise(600, [2, 1], seed=3))
+    assert not np.array_equal(a, randomise(600, [2, 1], seed=4))
+    for b in range(100):                       # blocks of 6: four to arm 0, two to arm 1
+        block = a[6 * b:6 * b + 6]
+        assert (block == 0).sum() == 4 and (block == 1).sum() == 2
+
+
+def test_background_mortality_matches_the_life_table_at_its_anchor():
+    d = DeathModel.from_knowledge(K, "LBCL")
+    u = (np.arange(200_000) + 0.5) / 200_000
+    days = d.background_death_day(np.full(u.size, 84.0), u)
+    q = np.mean(days <= 365.25)
+    assert q == pytest.approx(float(K.value("survival.background.death_probability_at_reference_age")), rel=0.06)
+    # mortality at 60 is an order of magnitude lower (Gompertz doubling ~8 years)
+    assert np.mean(d.background_death_day(np.full(u.size, 60.0), u) <= 365.25) < q / 5
+
+
+def _soc(n=6000, regimen="LBCL_2L_salvage_ASCT", follow=4000.0):
+    d = DeathModel.from_knowledge(K, "LBCL")
+    ids = np.arange(n)
+    return soc_patients(K, regimen, ids, np.full(n, 58.0), np.full(n, 80.0), 11, follow, 28.0, d)
+
+
+def test_standard_of_care_arm_reproduces_zuma7_published_numbers():
+    """ZUMA-7 standard care (doi:10.1056/NEJMoa2116133): ORR 50%, CR 32%, EFS median 2.0 mo,
+    24-month EFS 16%, OS median 31.1 mo; tolerances are sampling error at n=6000 plus the
+    small extra loss from background mortality at age 58."""
+    from lifelines import KaplanMeierFitter
+
+    df = _soc()
+    assert df["best_response"].isin(["CR", "PR"]).mean() == pytest.approx(0.50, abs=0.02)
+    assert (df["best_response"] == "CR").mean() == pytest.approx(0.32, abs=0.02)
+    km = KaplanMeierFitter().fit(df["efs_days"], df["efs_event"])
+    assert km.median_survival_time_ / MONTH_DAYS == pytest.approx(2.0, abs=0.2)
+    assert float(km.predict(24 * MONTH_DAYS)) == pytest.approx(0.16, abs=0.02)
+    km_os = KaplanMeierFitter().fit(df["os_days"], df["os_event"])
+    assert km_os.median_survival_time_ / MONTH_DAYS == pytest.approx(31.1, rel=0.08)
+    assert (df["os_days"] >= df["pfs_days"] - 1e-9).all()
+
+
+def test_two_identical_arms_differ_only_by_chance():
+    """Identical comparator arms: the log-rank test rejects at 5% in about 5% of seeds."""
+    rejections = 0
+    for seed in range(40):
+        df = _soc(400)
+        arm = randomise(400, [1, 1], seed)
+        d = DeathModel.from_knowledge(K, "LBCL")
+        df = soc_patients(K, "LBCL_2L_salvage_ASCT", np.arange(400), np.full(400, 58.0), np.full(400, 80.0),
+                          seed, 730.0, 28.0, d)
+        a, b = df[arm == 0], df[arm == 1]
+        p = logrank_test(a["pfs_days"], b["pfs_days"], a["pfs_event"], b["pfs_event"]).p_value
+        rejections += p < 0.05
+    assert rejections <= 6   # binomial(40, 0.05): P(X > 6) < 0.5%
+
+
+def test_single_arm_trial_has_endpoints_consistent_with_the_course():
+    r = run_trial(_scenario())
+    df = r.patients
+    assert len(df) == 16 and (df["arm"] == "axi-cel").all() and df["infused"].all()
+    prog = df["progression_day"].to_numpy(float)
+    # progression or death ends progression-free survival; death ends overall survival
+    has_prog = ~np.isnan(prog)
+    assert np.all(df.loc[has_prog, "pfs_days"] <= prog[has_prog] + 1e-9)
+    assert np.all(df["os_days"] >= df["pfs_days"] - 1e-9)
+    assert set(df["death_cause"]) <= {"none", "progression", "crs", "icans", "infection", "other"}
+    died = df["death_day"].notna()
+    assert (df.loc[died, "os_event"]).all() and not df.loc[~died, "os_event"].any()
+    assert (r.events["event"] == "death").sum() == died.sum()
+
+
+def test_not_infused_patients_count_in_itt_but_not_in_mitt():
+    sc = _scenario(arms=[{"name": "axi-cel", "not_infused_fraction": 0.4}])
+    df = run_trial(sc).patients
+    ni = df[~df["infused"]]
+    assert 0 < len(ni) < len(df)
+    assert (ni["best_response"] == "NE").all() and ni["pfs_event"].all()
+    assert ni["cmax_copies_per_ug"].isna().all() if "cmax_copies_per_ug" in ni else True
+
+
+def test_trial_is_identical_with_one_or_two_worker_processes():
+    a = run_trial(_scenario(workers=1)).patients
+    b = run_trial(_scenario(workers=2)).patients
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_arms_keep_their_patients_whoever_else_is_in_the_trial():
+    """A patient's draws depend on (seed, id) only: the same id in a two-arm trial has the same
+    covariates as in a single-arm trial of the same product."""
+    single = run_trial(_scenario()).patients.set_index("patient_id")
+    two = run_trial(_scenario(arms=[{"name": "axi-cel"},
+                                    {"name": "soc", "standard_of_care": "LBCL_2L_salvage_ASCT"}])).patients
+    car = two[two["arm"] == "axi-cel"].set_index("patient_id")
+    assert len(car) and len(car) < 16
+    pd.testing.assert_series_equal(car["cmax_copies_per_ug"], single.loc[car.index, "cmax_copies_per_ug"])
+    assert set(two["arm"]) == {"axi-cel", "soc"}
+
+
+def test_reweighting_recovers_a_known_population():
+    """Synthetic plausible population: outcome 'responder' when the log multiplier exceeds 0.2.
+    Targets computed from a known population (mu=0.5, omega=0.4) are met by the fit, which lands
+    near the truth."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    l = 1.0 * rng.standard_normal(n)             # prior omega0 = 1
+    resp = np.where(l > 0.2, "CR", "PD")
+    resp = np.where((l > 0.2) & (l < 0.9), "PR", resp)
+    df = pd.DataFrame({"best_response": resp})
+    from scipy.stats import norm
+    orr = 1 - norm.cdf(0.2, 0.5, 0.4)
+    cr = 1 - norm.cdf(0.9, 0.5, 0.4)
+    ts = TargetSet("synthetic", {"k_kill": 1.0},
+                   [Target("orr", orr, 2000, None, "truth"), Target("cr", cr, 2000, None, "truth")])
+    fit = fit_weights(df, {"k_kill": l}, ts, ess_floor=50)
+    mult, omega = fit.parameters["k_kill"]
+    assert fit.table["inside"].all()
+    assert np.log(mult) == pytest.approx(0.5, abs=0.12)
+    assert omega == pytest.approx(0.4, abs=0.15)
+    assert measure(df, "orr", fit.weights) == pytest.approx(orr, abs=0.01)
+
+
+def test_median_measure_interpolates_the_event_free_curve():
+    df = pd.DataFrame({"pfs_days": [28.0, 90.0, 90.0, 180.0, 365.0, 365.0],
+                       "pfs_event": [True, True, True, True, False, False]})
+    # S: 1 -> 5/6 at 28 -> 3/6 at 90: crosses one half exactly at 90
+    assert measure(df, "pfs_median_days") == pytest.approx(90.0)
+    df.loc[2, "pfs_days"] = 180.0   # S(90) = 4/6, S(180) = 2/6: halfway between
+    assert measure(df, "pfs_median_days") == pytest.approx(135.0)
+    assert measure(df, "pfs_at_100") == pytest.approx(4 / 6)
