@@ -414,14 +414,17 @@ def calibrate(
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("calibration"),
     n: Annotated[int, typer.Option("-n", help="plausible patients simulated once")] = 1000,
     check_n: Annotated[int, typer.Option("--check-n", help="patients of the re-simulated check (0: none)")] = 400,
-    seed: Annotated[int, typer.Option("--seed", help="seed of the plausible population (the check uses seed+1)")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the first plausible population (round r uses "
+                                      "seed+r; the check uses seed+rounds)")] = 1,
+    rounds: Annotated[int, typer.Option("--rounds", help="rounds of simulate-and-reweight, each centred on "
+                                        "the last fit")] = 2,
     workers: Annotated[int, typer.Option("--workers", help="simulation processes")] = 1,
     overrides: SetOpt = None,
 ) -> None:
     """Calibrate a product's population to a trial's published endpoints (importance-reweighted
     virtual population) and write calibration.yaml for population.calibration."""
-    from carcell.trial.calibrate import (calibration_yaml, check_table, diagnostics_figure, fit_weights,
-                                         load_targets, log_multipliers, plausible_scenario)
+    from carcell.trial.calibrate import (calibrate_population, calibration_yaml, check_table,
+                                         diagnostics_figure, load_targets)
     from carcell.trial.run import run_trial
 
     ts = load_targets(targets)
@@ -429,7 +432,6 @@ def calibrate(
     if sc.trial.arms:
         raise CarcellError(f"{scenario}: calibrate a single-arm scenario (remove trial.arms)")
     out.mkdir(parents=True, exist_ok=True)
-    plausible = plausible_scenario(sc, ts, n, seed)
 
     def simulate(s, label):
         with Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -437,17 +439,14 @@ def calibrate(
             task = bar.add_task(label, total=1.0)
             return run_trial(s, progress=lambda arm, d, t: bar.update(task, completed=d / max(t, 1)))
 
-    res = simulate(plausible, f"plausible population ({n})")
-    patients = res.patients
-    logm = log_multipliers(plausible, ts, patients["patient_id"].to_numpy())
-    fit = fit_weights(patients, logm, ts)
+    fit = calibrate_population(sc, ts, n, seed, rounds, simulate, out)
     path = out / "calibration.yaml"
-    path.write_text(calibration_yaml(fit, ts, sc.name, n, seed))
+    path.write_text(calibration_yaml(fit, ts, sc.name, n, seed, rounds))
     fit.table.to_csv(out / "fit.csv", index=False)
     check = None
     if check_n > 0:
         checked = sc.model_copy(update={"population": sc.population.model_copy(
-            update={"n": check_n, "seed": seed + 1, "calibration": str(path.resolve())})})
+            update={"n": check_n, "seed": seed + rounds, "calibration": str(path.resolve())})})
         check = check_table(simulate(checked, f"check ({check_n})").patients, ts)
         check.to_csv(out / "check.csv", index=False)
     fig = diagnostics_figure(fit, ts.parameters, check)

@@ -26,6 +26,10 @@ from carcell.knowledge.store import check_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# cohort examples (one CAR arm, no trial.arms) write the cohort files checked below; the trial
+# examples are run in test_trial_example_end_to_end
+COHORT_EXAMPLES = [p for p in EXAMPLES if not ((load_yaml(p) or {}).get("trial") or {}).get("arms")]
+TRIAL_EXAMPLES = [p for p in EXAMPLES if p not in COHORT_EXAMPLES]
 N = 12
 FAST = ("-n", str(N), "--set", "trial.follow_up_days=60")
 
@@ -40,7 +44,7 @@ PATIENT_COLUMNS = ("patient_id", "solver_status", "cmax_cells_per_ul", "cmax_cop
                    "tmax_days", "auc_0_28_copies_day_per_ug", "best_response", "response_day",
                    "progression_day", "relapse_antigen", "il6_peak_pg_per_ml",
                    "ifng_peak_pg_per_ml")
-EVENT_KINDS = {"infusion", "response_assessment", "progression", "relapse", "drug", "crs_grade", "icans_grade", "ivig"}
+EVENT_KINDS = {"infusion", "response_assessment", "progression", "relapse", "drug", "crs_grade", "icans_grade", "ivig", "death"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -146,7 +150,7 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
         check_entry(path, entry)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("example", COHORT_EXAMPLES, ids=lambda p: p.stem)
 def test_run_example_end_to_end(example, tmp_path):
     out = tmp_path / "out"
     r = carcell("run", example, "--out", out, *FAST)
@@ -250,3 +254,20 @@ def test_progress_bar_on_stderr_summary_on_stdout(tmp_path):
     assert "simulating" not in stdout
     assert "Cmax" in stdout and "Cmax" not in stderr
     assert "\x1b[" not in stdout                 # stdout is a pipe: no terminal control codes
+
+
+@pytest.mark.parametrize("example", TRIAL_EXAMPLES, ids=lambda p: p.stem)
+def test_trial_example_end_to_end(example, tmp_path):
+    """A trial example, shortened: trial.json has every arm with its endpoints, and the patient
+    table has one row per randomised patient with an arm."""
+    out = tmp_path / "out"
+    r = carcell("run", example, "--out", out, "-n", 12, "--set", "trial.follow_up_days=60", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    trial = json.loads((out / "trial.json").read_text())
+    raw = load_yaml(example)
+    assert [a["name"] for a in raw["trial"]["arms"]] == list(trial["arms"])
+    df = pd.read_parquet(out / "patients.parquet")
+    assert len(df) == 12 and set(df["arm"]) <= set(trial["arms"])
+    assert sum(a["n_randomised"] for a in trial["arms"].values()) == 12
+    for arm in trial["arms"].values():
+        assert {"orr", "cr", "pfs", "os"} <= set(arm)

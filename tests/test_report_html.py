@@ -149,7 +149,8 @@ def pct(v: float) -> str:
 
 def rate_ci(r: dict) -> str:
     lo, hi = r["ci95"]
-    return f"{100 * r['estimate']:.0f}% ({100 * lo:.0f}\u2013{100 * hi:.0f})"
+    text = f"{100 * r['estimate']:.0f}% ({100 * lo:.0f}\u2013{100 * hi:.0f})"
+    return text + f"; {r['events']}/{r['n']}" if "events" in r else text
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,12 +169,14 @@ def cohort_dir(tmp_path_factory) -> Path:
 
 
 def trial_json() -> dict:
-    def rate(est, lo, hi, n):
-        return {"estimate": est, "ci95": [lo, hi], "n": n}
+    def rate(est, lo, hi, events, n=170):  # as the trial writer stores them: events of n (infused) patients
+        return {"estimate": est, "ci95": [lo, hi], "events": events, "n": n}
 
     def endpoint(med, lo, hi, l6, l12):
         return {"median_days": med, "median_ci95": [lo, hi],
-                "landmarks": {"180": rate(l6, l6 - 0.1, l6 + 0.1, 0), "365": rate(l12, l12 - 0.1, l12 + 0.1, 0)}}
+                "landmarks": {"180": {"estimate": l6, "ci95": [l6 - 0.1, l6 + 0.1]},
+                              "365": {"estimate": l12, "ci95": [l12 - 0.1, l12 + 0.1]},
+                              "730": {"estimate": None, "ci95": [None, None]}}}  # beyond follow-up
 
     tox_soc = {k: None for k in ("crs_any", "crs_grade3plus", "icans_any", "icans_grade3plus",
                                  "tocilizumab_use", "steroid_use")}
@@ -182,22 +185,25 @@ def trial_json() -> dict:
         "follow_up_days": 730.0, "seed": 7,
         "arms": {
             "axi-cel": {"kind": "car", "n_randomised": 180, "n_infused": 170,
-                        "orr": rate(0.83, 0.77, 0.88, 149), "cr": rate(0.65, 0.58, 0.72, 117),
+                        "orr": rate(0.83, 0.77, 0.88, 149, 180), "cr": rate(0.65, 0.58, 0.72, 117, 180),
                         "pfs": endpoint(452.0, 300.0, None, 0.62, 0.48),
                         "os": endpoint(None, 600.0, None, 0.85, 0.72),
                         "toxicity": {
                             "crs_any": rate(0.92, 0.87, 0.95, 156), "crs_grade3plus": rate(0.06, 0.03, 0.11, 10),
                             "icans_any": rate(0.6, 0.52, 0.67, 102), "icans_grade3plus": rate(0.21, 0.15, 0.28, 36),
-                            "tocilizumab_use": rate(0.65, 0.57, 0.72, 110), "steroid_use": rate(0.25, 0.19, 0.32, 42)}},
+                            "tocilizumab_use": rate(0.65, 0.57, 0.72, 110), "steroid_use": rate(0.25, 0.19, 0.32, 42)},
+                        "deaths": {"total": 60, "progression": 52, "crs": 1, "icans": 0, "infection": 7}},
             "SOC": {"kind": "soc", "n_randomised": 179, "n_infused": 168,
-                    "orr": rate(0.5, 0.42, 0.57, 89), "cr": rate(0.32, 0.25, 0.39, 57),
+                    "orr": rate(0.5, 0.42, 0.57, 89, 179), "cr": rate(0.32, 0.25, 0.39, 57, 179),
                     "pfs": endpoint(61.0, 50.0, 90.0, 0.33, 0.16),
                     "os": endpoint(500.0, 380.0, 700.0, 0.75, 0.6),
-                    "toxicity": tox_soc},
+                    "toxicity": tox_soc,
+                    "deaths": {"total": 80, "progression": 75, "crs": 0, "icans": 0, "infection": 5}},
         },
         "comparisons": [
             {"arm": "axi-cel", "reference": "SOC", "endpoint": "pfs", "hazard_ratio": 0.398,
-             "ci95": [0.308, 0.514], "logrank_p": 1e-9},
+             "ci95": [0.308, 0.514], "logrank_p": 1e-9,
+             "n_arm": 180, "n_reference": 179, "events_arm": 90, "events_reference": 140},
             {"arm": "axi-cel", "reference": "SOC", "endpoint": "os", "hazard_ratio": 0.73,
              "ci95": [0.54, 0.98], "logrank_p": 0.0412},
         ],
@@ -261,7 +267,7 @@ def test_trial_report_shows_both_arms_and_the_hazard_ratio(trial_dir):
     t = trial_json()
     a, s = t["arms"]["axi-cel"], t["arms"]["SOC"]
     assert " ".join(page.h1).strip() == t["name"]  # escaped in the source, literal in the text
-    assert page.row("Measure")[1:] == ["axi-cel (CAR)", "SOC (standard of care)"]
+    assert page.row("Measure")[1:] == ["axi-cel (CAR)", "SOC"]
     assert page.row("Randomised (ITT), n")[1:] == ["180", "179"]
     assert page.row("Objective response (ORR)")[1:] == [rate_ci(a["orr"]), rate_ci(s["orr"])]
     assert page.row("Complete response (CR)")[1:] == [rate_ci(a["cr"]), rate_ci(s["cr"])]
@@ -274,8 +280,11 @@ def test_trial_report_shows_both_arms_and_the_hazard_ratio(trial_dir):
         rate_ci(a["pfs"]["landmarks"]["365"]), rate_ci(s["pfs"]["landmarks"]["365"])]
     assert page.row("CRS, grade \u2265 3")[1:] == [rate_ci(a["toxicity"]["crs_grade3plus"]), "n/a"]
     assert page.row("Corticosteroids given")[1] == rate_ci(a["toxicity"]["steroid_use"])
-    assert page.row("PFS") == ["PFS", "axi-cel vs SOC", "0.40 (0.31\u20130.51)", "< 0.001"]
-    assert page.row("OS") == ["OS", "axi-cel vs SOC", "0.73 (0.54\u20130.98)", "0.041"]
+    assert not any(r[0].startswith("PFS at 24 months") for r in page.rows)  # not estimable in any arm
+    assert page.row("from infection")[1:] == ["7", "5"] and page.row("All causes")[1:] == ["60", "80"]
+    assert not any(r[0] == "from ICANS" for r in page.rows)  # no arm had one
+    assert page.row("PFS") == ["PFS", "axi-cel vs SOC", "90/180 vs 140/179", "0.40 (0.31\u20130.51)", "< 0.001"]
+    assert page.row("OS") == ["OS", "axi-cel vs SOC", "\u2013", "0.73 (0.54\u20130.98)", "0.041"]
 
     assert embedded_pngs(page) == [(trial_dir / n).read_bytes() for n in ("dose_finding_grid.png", "km_pfs.png")]
     assert "Progression-free survival by arm (Kaplan-Meier, numbers at risk below)" in page.text

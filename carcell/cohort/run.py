@@ -88,8 +88,8 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     rounds = round_days(design, times)
     protocol = load_protocol(k, scenario.regimen.protocol)
     signs = SignModel.from_knowledge(k)
-    ids = np.arange(scenario.population.n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    n = ids.size
+    cohort_ids = np.arange(scenario.population.n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    n = cohort_ids.size
     solver = scenario.trial.solver
     chunk = solver.chunk_size
     total = n * (times.size - 1)
@@ -97,7 +97,7 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     done = 0
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        c = compile_chunk(design, start, stop, ids=ids[start:stop])
+        c = compile_chunk(design, start, stop, ids=cohort_ids[start:stop])
 
         def step(j: int, base=done, m=stop - start) -> None:
             if progress is not None and (j % 5 == 0 or j == times.size - 1):

@@ -62,7 +62,10 @@ TOXICITY_LABELS = {
     "icu_admission": "ICU admission",
 }
 CRITERIA_NAMES = {"lugano": "Lugano 2014", "imwg": "IMWG", "marrow_blasts": "bone-marrow blasts"}
-ARM_KINDS = {"car": "CAR", "soc": "standard of care"}
+ARM_KINDS = {"car": "CAR", "soc": "SOC"}
+RATE_ORDER = ["orr", "cr", "orr_infused", "cr_infused"]
+DEATH_CAUSES = {"progression": "progression", "crs": "CRS", "icans": "ICANS", "infection": "infection",
+                "other": "other causes"}
 POPULATION_NAMES = {"itt": "ITT", "mitt": "mITT"}
 RESPONSE_NAMES = {"CR": "complete response", "VGPR": "very good partial response",
                   "PR": "partial response", "SD": "stable disease", "PD": "progressive disease",
@@ -124,7 +127,7 @@ def _criteria(name: object) -> str:
 
 
 def _rate(r: object) -> str:
-    """A trial.json rate ``{"estimate", "ci95"}`` (or a bare share) as ``52% (41-63)``."""
+    """A trial.json rate ``{"estimate", "ci95"[, "events", "n"]}`` (or a bare share) as ``52% (41-63); 13/25``."""
     if isinstance(r, dict):
         est, ci = r.get("estimate"), r.get("ci95")
     else:
@@ -134,6 +137,8 @@ def _rate(r: object) -> str:
     text = f"{100 * float(est):.0f}%"
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and not any(_missing(c) for c in ci):
         text += f" ({100 * float(ci[0]):.0f}\u2013{100 * float(ci[1]):.0f})"
+    if isinstance(r, dict) and isinstance(r.get("events"), int) and isinstance(r.get("n"), int):
+        text += f"; {r['events']}/{r['n']}"
     return text
 
 
@@ -249,25 +254,42 @@ def _header(title: str, prov: dict | None, trial: dict | None, summ: dict | None
             f"</header>")
 
 
+def _arm_heading(name: str, kind: object) -> str:
+    label = ARM_KINDS.get(str(kind), str(kind) if kind else "?")
+    return name if name.upper() == label.upper() else f"{name} ({label})"
+
+
+def _rate_label(key: str) -> str:
+    base = key.removesuffix("_infused")
+    label = RATE_LABELS.get(base, base.replace("_", " ").upper())
+    return f"{label}, infused patients" if base != key else label
+
+
+def _has_estimate(r: object) -> bool:
+    return (isinstance(r, dict) and not _missing(r.get("estimate"))) or (
+        isinstance(r, (int, float)) and not _missing(r))
+
+
 def _trial_section(trial: dict) -> str:
     arms = trial.get("arms") or {}
     if not isinstance(arms, dict) or not arms:
         return f'<section id="trial"><h2>Trial results</h2><p class="na">Arms: {NOT_AVAILABLE}.</p></section>'
     names = list(arms)
-    head = ["Measure"] + [f"{a} ({ARM_KINDS.get(arms[a].get('kind'), arms[a].get('kind', '?'))})" for a in names]
+    head = ["Measure"] + [_arm_heading(a, arms[a].get("kind")) for a in names]
 
     def row(label: str, get) -> list[str]:
         return [label] + [get(arms[a]) for a in names]
 
+    def any_arm(get) -> bool:
+        return any(_has_estimate(get(arms[a])) for a in names)
+
     rows: list[list[str]] = [["Population"]]
     rows.append(row("Randomised (ITT), n", lambda a: _e(a.get("n_randomised", "n/a"))))
     rows.append(row("Infused / treated (mITT), n", lambda a: _e(a.get("n_infused", "n/a"))))
-    rows.append(["Efficacy: rates, % (95% CI)"])
-    rate_keys = [k for k in ("orr", "cr") if any(isinstance(arms[a].get(k), dict) for a in names)]
-    rate_keys += sorted({k for a in names for k, v in arms[a].items()
-                         if isinstance(v, dict) and "estimate" in v and k not in ("orr", "cr")})
-    for k in rate_keys:
-        rows.append(row(RATE_LABELS.get(k, k.replace("_", " ").upper()), lambda a, k=k: _e(_rate(a.get(k)))))
+    rows.append(["Efficacy: rates, % (95% CI); responders/N"])
+    rate_keys = {k for a in names for k, v in arms[a].items() if isinstance(v, dict) and "estimate" in v}
+    for k in [k for k in RATE_ORDER if k in rate_keys] + sorted(rate_keys - set(RATE_ORDER)):
+        rows.append(row(_rate_label(k), lambda a, k=k: _e(_rate(a.get(k)))))
     for ep, short in ENDPOINTS.items():
         if not any(isinstance(arms[a].get(ep), dict) for a in names):
             continue
@@ -276,9 +298,12 @@ def _trial_section(trial: dict) -> str:
         days = sorted({d for a in names for d in ((arms[a].get(ep) or {}).get("landmarks") or {})},
                       key=lambda d: float(d) if d.replace(".", "", 1).isdigit() else math.inf)
         for d in days:
-            rows.append(row(f"{short} at {_landmark_label(d)}, % (95% CI)",
-                            lambda a, ep=ep, d=d: _e(_rate(((a.get(ep) or {}).get("landmarks") or {}).get(d)))))
-    rows.append(["Safety: share of treated patients, % (95% CI)"])
+            def landmark(a, ep=ep, d=d):
+                return ((a.get(ep) or {}).get("landmarks") or {}).get(d)
+            if any_arm(landmark):  # a landmark beyond follow-up is not estimable in any arm
+                rows.append(row(f"{short} at {_landmark_label(d)}, % (95% CI)",
+                                lambda a, landmark=landmark: _e(_rate(landmark(a)))))
+    rows.append(["Safety: share of treated patients, % (95% CI); patients/N"])
     tox_keys = list(TOXICITY_LABELS)
     tox_keys += sorted({k for a in names for k, v in (arms[a].get("toxicity") or {}).items()
                         if k not in TOXICITY_LABELS and (isinstance(v, dict) and "estimate" in v
@@ -288,9 +313,18 @@ def _trial_section(trial: dict) -> str:
             continue
         rows.append(row(TOXICITY_LABELS.get(k, k.replace("_", " ")),
                         lambda a, k=k: _e(_rate((a.get("toxicity") or {}).get(k)))))
+    if any(isinstance(arms[a].get("deaths"), dict) for a in names):
+        rows.append(["Deaths during follow-up, n"])
+        rows.append(row("All causes", lambda a: _e((a.get("deaths") or {}).get("total", "n/a"))))
+        causes = [c for c in dict.fromkeys(c for a in names for c in (arms[a].get("deaths") or {}) if c != "total")
+                  if any((arms[a].get("deaths") or {}).get(c) for a in names)]
+        for c in causes:
+            rows.append(row(f"from {DEATH_CAUSES.get(c, c.replace('_', ' '))}",
+                            lambda a, c=c: _e((a.get("deaths") or {}).get(c, "n/a"))))
     body = [_table(head, rows, "results arms", raw=True)]
-    body.append('<p class="note">Months = days / 30.4375. NR: not reached. n/a: not estimable or '
-                "not modelled in this arm (e.g. CRS/ICANS in a standard-of-care arm).</p>")
+    body.append('<p class="note">Months = days / 30.4375. NR: not reached or not estimable. n/a: not '
+                "estimable or not modelled in this arm (e.g. CRS/ICANS in a standard-of-care arm). "
+                "CAR: simulated CAR product; SOC: standard-of-care comparator.</p>")
 
     comps = trial.get("comparisons") or []
     body.append("<h3>Comparisons between arms</h3>")
@@ -299,15 +333,18 @@ def _trial_section(trial: dict) -> str:
         for c in comps:
             ci = c.get("ci95") or [None, None]
             hr = c.get("hazard_ratio")
-            hr_text = "n/a" if _missing(hr) else f"{float(hr):.2f}"
+            hr_text = str(c.get("reason") or "n/a") if _missing(hr) else f"{float(hr):.2f}"
             if not _missing(hr) and len(ci) == 2 and not any(_missing(x) for x in ci):
                 hr_text += f" ({float(ci[0]):.2f}\u2013{float(ci[1]):.2f})"
             ep = str(c.get("endpoint", ""))
+            events = "\u2013"
+            if all(c.get(k) is not None for k in ("events_arm", "n_arm", "events_reference", "n_reference")):
+                events = f"{c['events_arm']}/{c['n_arm']} vs {c['events_reference']}/{c['n_reference']}"
             crow.append([ENDPOINTS.get(ep, ep.upper()), f"{c.get('arm', '?')} vs {c.get('reference', '?')}",
-                         hr_text, _p_value(c.get("logrank_p"))])
-        body.append(_table(["Endpoint", "Arm vs reference", "Hazard ratio (95% CI)", "Log-rank p"],
+                         events, hr_text, _p_value(c.get("logrank_p"))])
+        body.append(_table(["Endpoint", "Arm vs reference", "Events/N", "Hazard ratio (95% CI)", "Log-rank p"],
                            crow, "results comparisons"))
-        body.append('<p class="note">Hazard ratio below 1 favours the first arm.</p>')
+        body.append('<p class="note">A hazard ratio below 1 favours the arm over its reference.</p>')
     else:
         body.append(f'<p class="na">Comparisons: {NOT_AVAILABLE} (a single arm).</p>')
 

@@ -271,13 +271,14 @@ def check_table(patients: pd.DataFrame, targets: TargetSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def calibration_yaml(fit: Fit, targets: TargetSet, scenario_name: str, n_plausible: int, seed: int) -> str:
+def calibration_yaml(fit: Fit, targets: TargetSet, scenario_name: str, n_plausible: int, seed: int,
+                     rounds: int = 1) -> str:
     """The calibration file that scenarios use via population.calibration."""
     lines = [
         f"# Population calibration of {scenario_name!r} to {targets.trial}, written by `carcell calibrate`.",
         "# Method: importance-reweighted virtual population (docs/calibration.md); multipliers scale the",
         "# design's typical values, omegas are the between-patient log-SDs.",
-        f"# targets: {targets.path}; plausible patients: {n_plausible}; seed: {seed};",
+        f"# targets: {targets.path}; plausible patients: {n_plausible} per round, {rounds} round(s); seed: {seed};",
         f"# effective sample size of the weights: {fit.ess:.1f}; objective: {fit.objective:.3f}",
         "# fit (published [95% CI] -> reweighted model):",
     ]
@@ -286,7 +287,7 @@ def calibration_yaml(fit: Fit, targets: TargetSet, scenario_name: str, n_plausib
                      f"{r.model_weighted:.4g} ({r.source})")
     lines.append("parameters:")
     note = (f"fitted to {targets.trial} ({', '.join(t.name for t in targets.targets)}) by importance-reweighted "
-            f"virtual population, {n_plausible} plausible patients, seed {seed}")
+            f"virtual population, {rounds} round(s) of {n_plausible} plausible patients, seed {seed}")
     for p, (mult, omega) in fit.parameters.items():
         lines += [f"  {p}:",
                   f"    multiplier: {{value: {mult:.4g}, unit: \"1\", source: fit, note: \"{note}\"}}",
@@ -330,3 +331,29 @@ def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | 
     ax.set_title(f"fit (ESS {fit.ess:.0f})", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def calibrate_population(scenario: Scenario, targets: TargetSet, n: int, seed: int, rounds: int,
+                         simulate, out: Path) -> Fit:
+    """Fit in ``rounds`` rounds: each round simulates a fresh plausible population centred on the
+    previous round's typical values (sequential importance sampling), so the weights of the last
+    round stay close to even even when the fit moves far from the design's values.
+
+    ``simulate(scenario, label)`` runs a scenario and returns a trial result."""
+    if scenario.population.calibration is not None:
+        raise ScenarioError("calibrate a scenario without population.calibration (the fit replaces it)")
+    centre = {p: 1.0 for p in targets.parameters}
+    base, fit = scenario, None
+    for r in range(rounds):
+        if fit is not None:
+            path = out / f"round{r}.yaml"
+            path.write_text(calibration_yaml(fit, targets, scenario.name, n, seed))
+            base = scenario.model_copy(update={"population": scenario.population.model_copy(
+                update={"calibration": str(path.resolve())})})
+        plausible = plausible_scenario(base, targets, n, seed + r)
+        patients = simulate(plausible, f"plausible population, round {r + 1} of {rounds} ({n})").patients
+        logm = log_multipliers(plausible, targets, patients["patient_id"].to_numpy())
+        fit = fit_weights(patients, logm, targets)
+        fit.parameters = {p: (centre[p] * m, om) for p, (m, om) in fit.parameters.items()}
+        centre = {p: m for p, (m, _) in fit.parameters.items()}
+    return fit

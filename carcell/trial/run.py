@@ -186,11 +186,19 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
         frames.append(df)
 
     patients = pd.concat(frames, ignore_index=True).sort_values("patient_id", ignore_index=True)
+    # progression of patients who were not simulated (comparator arms, never infused)
+    drawn = patients[~patients["patient_id"].isin(np.concatenate(traj_ids) if traj_ids else [])
+                     & patients["progression_day"].notna()]
+    event_parts.append(pd.DataFrame({"patient_id": drawn["patient_id"].to_numpy(),
+                                     "day": drawn["progression_day"].to_numpy(float), "event": "progression",
+                                     "value": np.nan, "detail": "none"}))
     death_events = patients.loc[patients["death_day"].notna(), ["patient_id", "death_day", "death_cause"]]
     event_parts.append(pd.DataFrame({"patient_id": death_events["patient_id"].to_numpy(),
                                      "day": death_events["death_day"].to_numpy(), "event": "death",
                                      "value": np.nan, "detail": death_events["death_cause"].to_numpy()}))
     events = pd.concat([e for e in event_parts if not e.empty] or event_parts[-1:], ignore_index=True)
+    death_of = events["patient_id"].map(dict(zip(patients["patient_id"], patients["death_day"])))
+    events = events[~(events["day"] > death_of)]   # nothing is observed after death
     events = events.sort_values(["patient_id", "day"], kind="stable", ignore_index=True)
     events.insert(1, "arm", events["patient_id"].map(dict(zip(patients["patient_id"], patients["arm"]))))
     trajectories, order = {}, np.array([], dtype=np.int64)

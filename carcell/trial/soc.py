@@ -40,7 +40,7 @@ def soc_patients(k, regimen: str, ids: np.ndarray, ages: np.ndarray, weights: np
     return pd.DataFrame({
         "patient_id": ids, "infused": True, "age_years": ages, "weight_kg": weights,
         "best_response": best, "response_day": response_day,
-        "progression_day": np.where(np.isfinite(t_event) & (t_event <= follow_up), t_event, np.nan),
+        "progression_day": np.where(np.isfinite(t_event) & (t_event <= np.minimum(death, follow_up)), t_event, np.nan),
         "pfs_days": pfs, "pfs_event": pfs_event, "efs_days": pfs, "efs_event": pfs_event,
         "os_days": np.where(died, death, follow_up), "os_event": died,
         "dor_days": np.where(responded, pfs - response_day, np.nan),

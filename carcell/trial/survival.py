@@ -122,7 +122,12 @@ def endpoints(patients: pd.DataFrame, events: pd.DataFrame, model: DeathModel, s
     df["death_day"] = np.where(died, death, np.nan)
     df["death_cause"] = np.where(died, cause, "none")
 
-    # a patient who dies before responding is not evaluable for response
+    # nothing is seen after death: no later progression, and a patient who dies before
+    # responding is not evaluable for response
+    after = died & (prog > death)
+    df.loc[after, "progression_day"] = np.nan
+    if "relapse_antigen" in df:
+        df.loc[after, "relapse_antigen"] = "none"
     resp = df["response_day"].to_numpy(dtype=float)
     dead_first = died & (np.isnan(resp) | (death < resp))
     df.loc[dead_first & ~np.isin(df["best_response"], ["PD", "NR"]), "best_response"] = "NE"

@@ -1,0 +1,80 @@
+"""Calibrated efficacy beside the published trials, re-simulated with fresh seeds.
+
+For each trial with a bundled calibration (carcell/knowledge/data/calibrations), the trial
+example is re-simulated (N patients, the seed given here, not the calibration's) and every
+target of validation/targets/efficacy_*.yaml is printed with the trial's 95% interval; then
+the trial's other published endpoints that were not fitted (overall survival, safety) as a
+check out of sample.
+
+    python validation/efficacy_vs_trials.py [--n 300] [--seed 20261129] [--trials ZUMA-1 KarMMa]
+
+Exits 1 when a calibrated endpoint falls outside its interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from carcell.knowledge import load_knowledge
+from carcell.scenario.load import load_scenario
+from carcell.trial.calibrate import Target, TargetSet, check_table, load_targets
+from carcell.trial.run import run_trial
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+# trial -> (scenario, targets, calibration, extra --set, published endpoints not fitted)
+TRIALS = {
+    "ZUMA-1": ("examples/axicel_lbcl.yaml", "efficacy_zuma1.yaml", "axi-cel_LBCL", ["trial.follow_up_days=1095"],
+               {"os_median_days": (785.3, 101, "doi:10.1182/blood.2022018893", "25.8 months")}),
+    "JULIET": ("examples/tisacel_lbcl.yaml", "efficacy_juliet.yaml", "tisa-cel_LBCL", [], {}),
+    "ELIANA": ("examples/tisacel_ball.yaml", "efficacy_eliana.yaml", "tisa-cel_B-ALL",
+               ["trial.follow_up_days=1095"], {}),
+    "KarMMa": ("examples/idecel_mm.yaml", "efficacy_karmma.yaml", "ide-cel_MM", ["trial.follow_up_days=1095"],
+               {"os_median_days": (754.9, 128, "doi:10.1056/NEJMoa2024850", "24.8 months")}),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=20261129)
+    ap.add_argument("--trials", nargs="*", default=list(TRIALS))
+    args = ap.parse_args(argv)
+    shipped = set(load_knowledge(False).names("calibrations"))
+    failures = 0
+    for name in args.trials:
+        scenario, targets, calibration, sets, extra = TRIALS[name]
+        if calibration not in shipped:
+            print(f"\n{name}: no bundled calibration {calibration!r} yet; skipped")
+            continue
+        sc = load_scenario(ROOT / scenario, [*sets, f"population.n={args.n}", f"population.seed={args.seed}",
+                                             f"population.calibration={calibration}"])
+        ts = load_targets(HERE / "targets" / targets)
+        patients = run_trial(sc).patients
+        table = check_table(patients[patients["infused"]], ts)
+        print(f"\n{name}: {sc.name}, {args.n} infused virtual patients, seed {args.seed}, "
+              f"calibration {calibration}")
+        print(f"{'endpoint':<22}{'published':>11}{'95% CI':>20}{'model':>10}  inside")
+        for r in table.itertuples():
+            print(f"{r.target:<22}{r.published:>11.3g}{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}"
+                  f"{r.model:>10.3g}  {'yes' if r.inside else 'NO'}")
+            failures += not r.inside
+        if extra:   # published, not fitted: a check out of sample
+            ts_extra = TargetSet(name, {}, [Target(m, v, nn, None, src, note) for m, (v, nn, src, note) in extra.items()])
+            for r in check_table(patients[patients["infused"]], ts_extra).itertuples():
+                print(f"{r.target + ' (not fitted)':<22}{r.published:>11.3g}"
+                      f"{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}{r.model:>10.3g}  {'yes' if r.inside else 'no'}")
+        deaths = patients.loc[patients["infused"], "death_cause"].value_counts().to_dict()
+        print(f"deaths by cause (infused): {deaths}")
+        dead = patients["death_day"].notna()
+        print(f"non-relapse mortality: {np.mean(dead & ~patients['death_cause'].isin(['progression', 'none'])):.3f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
