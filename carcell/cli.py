@@ -64,6 +64,19 @@ def validate(
               + ", ".join(f"{k}={v:g}" for k, v in sorted(d.variability.items())))
     t.add_row("trial", f"{sc.trial.follow_up_days:g} days, outputs every "
               f"{sc.trial.output_every_days:g} day(s), rtol={sc.trial.solver.rtol:g}")
+    if sc.trial.arms:
+        from carcell.trial.run import arm_specs
+
+        arms = []
+        for a in arm_specs(sc):   # each CAR arm's own scenario is validated here
+            if a.kind == "soc":
+                arms.append(f"{a.name} (x{a.ratio}): standard of care {a.standard_of_care}")
+            else:
+                ad = resolve_design(a.scenario, load_knowledge())
+                arms.append(f"{a.name} (x{a.ratio}): {ad.construct.summary()}")
+        t.add_row("arms", "\n".join(arms))
+    if sc.population.calibration:
+        t.add_row("calibration", sc.population.calibration)
     t.add_row("data sources", f"{len(d.knowledge.used)} knowledge entries")
     out_console.print(t)
     _print_warnings(d)

@@ -27,3 +27,7 @@ class DesignError(CarcellError, ValueError):
 
 class ObservationError(CarcellError, ValueError):
     """A table of bedside observations is malformed; the message names rows, columns and fixes."""
+
+
+class TrialDataError(CarcellError, ValueError):
+    """A patients table lacks a column or value a trial statistic needs."""

@@ -61,6 +61,21 @@ def carcell(*args, exe=(sys.executable, "-m", "carcell"), cwd=None):
                           cwd=cwd or ROOT, env=_env(), stdin=subprocess.DEVNULL)
 
 
+def carcell_in_process(*args):
+    """The same command line through the CLI's own code in this process (no interpreter start
+    and imports per example); one test below runs the installed console script for real."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from carcell.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
+
+
 def expected_name(example: Path) -> str:
     return (load_yaml(example) or {}).get("name", "scenario")
 
@@ -153,7 +168,7 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
 @pytest.mark.parametrize("example", COHORT_EXAMPLES, ids=lambda p: p.stem)
 def test_run_example_end_to_end(example, tmp_path):
     out = tmp_path / "out"
-    r = carcell("run", example, "--out", out, *FAST)
+    r = carcell_in_process("run", example, "--out", out, *FAST)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     # summary table on stdout, nothing of it on stderr (stderr is not a terminal here)
@@ -261,7 +276,7 @@ def test_trial_example_end_to_end(example, tmp_path):
     """A trial example, shortened: trial.json has every arm with its endpoints, and the patient
     table has one row per randomised patient with an arm."""
     out = tmp_path / "out"
-    r = carcell("run", example, "--out", out, "-n", 12, "--set", "trial.follow_up_days=60", "--no-plots")
+    r = carcell_in_process("run", example, "--out", out, "-n", 12, "--set", "trial.follow_up_days=60", "--no-plots")
     assert r.returncode == 0, r.stderr
     trial = json.loads((out / "trial.json").read_text())
     raw = load_yaml(example)

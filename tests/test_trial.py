@@ -107,8 +107,8 @@ def test_not_infused_patients_count_in_itt_but_not_in_mitt():
 
 
 def test_trial_is_identical_with_one_or_two_worker_processes():
-    a = run_trial(_scenario(workers=1)).patients
-    b = run_trial(_scenario(workers=2)).patients
+    a = run_trial(_scenario(workers=1, follow_up_days=60)).patients
+    b = run_trial(_scenario(workers=2, follow_up_days=60)).patients
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -155,3 +155,44 @@ def test_median_measure_interpolates_the_event_free_curve():
     df.loc[2, "pfs_days"] = 180.0   # S(90) = 4/6, S(180) = 2/6: halfway between
     assert measure(df, "pfs_median_days") == pytest.approx(135.0)
     assert measure(df, "pfs_at_100") == pytest.approx(4 / 6)
+
+
+# Each bundled calibration, re-simulated with a seed and N of its own (not the calibration's),
+# lands inside the published 95% intervals of the endpoints it was fitted to.
+CALIBRATED = [
+    ("axi-cel_LBCL", "examples/axicel_lbcl.yaml", "efficacy_zuma1.yaml", 365),
+    ("tisa-cel_LBCL", "examples/tisacel_lbcl.yaml", "efficacy_juliet.yaml", 365),
+    ("ide-cel_MM", "examples/idecel_mm.yaml", "efficacy_karmma.yaml", 365),
+    ("tisa-cel_B-ALL", "examples/tisacel_ball.yaml", "efficacy_eliana.yaml", 1095),
+]
+
+
+@pytest.mark.parametrize("calibration,example,targets,days", CALIBRATED, ids=lambda v: str(v))
+def test_calibrated_example_lands_inside_the_published_intervals(calibration, example, targets, days):
+    from pathlib import Path
+
+    from carcell.scenario.load import load_scenario
+    from carcell.trial.calibrate import check_table, load_targets
+
+    root = Path(__file__).resolve().parents[1]
+    sc = load_scenario(root / example, ["population.n=150", "population.seed=424242",
+                                        f"population.calibration={calibration}",
+                                        f"trial.follow_up_days={days}"])
+    table = check_table(run_trial(sc).patients, load_targets(root / "validation" / "targets" / targets))
+    assert table["inside"].all(), table.to_string()
+
+
+@pytest.mark.parametrize("arms,expected", [
+    ([{"name": "a", "product": {"dose": {"cells_per_kgg": 3}}}], "trial.arms[0] (a): product.dose.cells_per_kgg"),
+    ([{"name": "a"}, {"name": "b", "standard_of_care": "LBCL_salvage"}], "standard-of-care regimen"),
+    ([{"name": "a"}, {"name": "a"}], "arm names must be unique"),
+    ([{"name": "s", "standard_of_care": "LBCL_2L_salvage_ASCT", "product": {"preset": "axi-cel"}}],
+     "takes no product"),
+])
+def test_bad_arms_are_named_with_the_fix(arms, expected):
+    from carcell.errors import ScenarioError
+    from carcell.trial.run import arm_specs
+
+    with pytest.raises(ScenarioError, match=None) as err:
+        arm_specs(validate_raw({"indication": {"disease": "LBCL"}, "trial": {"arms": arms}}))
+    assert expected in str(err.value)

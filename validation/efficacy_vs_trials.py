@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from carcell.io.yamlio import load_yaml
 from carcell.knowledge import load_knowledge
 from carcell.scenario.load import load_scenario
 from carcell.trial.calibrate import Target, TargetSet, check_table, load_targets
@@ -26,6 +27,15 @@ from carcell.trial.run import run_trial
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from toxicity_measures import agrees, interval, simulated  # noqa: E402
+
+# kinetics published per trial (../shared/reference/trials.yaml): column, responders only?, value
+KINETICS = {
+    "ELIANA": [("cmax_copies_per_ug", True, 34700.0, "Cmax geomean, responders (Mueller 2018, secondary)"),
+               ("cmax_copies_per_ug", False, 20000.0, "Cmax geomean, non-responders (secondary)"),
+               ("auc_0_28_copies_day_per_ug", True, 318000.0, "AUC0-28 geomean, responders (secondary)")],
+}
 
 # trial -> (scenario, targets, calibration, extra --set, published endpoints not fitted)
 TRIALS = {
@@ -69,6 +79,24 @@ def main(argv=None) -> int:
             for r in check_table(patients[patients["infused"]], ts_extra).itertuples():
                 print(f"{r.target + ' (not fitted)':<22}{r.published:>11.3g}"
                       f"{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}{r.model:>10.3g}  {'yes' if r.inside else 'no'}")
+        infused = patients[patients["infused"]]
+        safety = load_yaml(HERE / "targets" / "toxicity.yaml").get(name)
+        if safety:   # safety on the trial's own scale (fitted in the toxicity calibration, issue 4)
+            sim = simulated(infused, safety["crs_scale"])
+            for m, target in safety.items():
+                if not isinstance(target, dict) or agrees(m, sim[m], target, int(safety["infused"])) is None:
+                    continue
+                lo, hi = interval(target, int(safety["infused"]))
+                ok = agrees(m, sim[m], target, int(safety["infused"]))
+                print(f"{m + ' (safety)':<22}{target['value']:>11.3g}{f'{lo:.3g}-{hi:.3g}':>20}"
+                      f"{sim[m]:>10.3g}  {'yes' if ok else 'no'}")
+        for col, responders, value, what in KINETICS.get(name, []):
+            sel = infused["best_response"].isin(["CR", "VGPR", "PR"]) == responders
+            x = infused.loc[sel, col].to_numpy(float)
+            x = x[np.isfinite(x) & (x > 0)]
+            model = float(np.exp(np.mean(np.log(x)))) if x.size else float("nan")
+            print(f"{col[:16] + (' R' if responders else ' NR'):<22}{value:>11.3g}{'':>20}{model:>10.3g}  "
+                  f"ratio {model / value:.2f} ({what})")
         deaths = patients.loc[patients["infused"], "death_cause"].value_counts().to_dict()
         print(f"deaths by cause (infused): {deaths}")
         dead = patients["death_day"].notna()

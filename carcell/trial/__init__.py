@@ -1,1 +1,2 @@
-"""Virtual-trial analysis: endpoints, arm summaries and comparisons (docs/trial-outputs.md)."""
+"""Virtual trials: arms and randomisation (run), deaths (survival), standard-of-care comparators
+(soc), endpoints and comparisons (stats), population calibration (calibrate). docs/trials.md."""

@@ -32,7 +32,7 @@ from lifelines.utils import median_survival_times
 from scipy.special import expit
 from scipy.stats import binomtest, norm
 
-from carcell.errors import CarcellError
+from carcell.errors import TrialDataError
 
 #: best_response categories counted as objective response
 RESPONDER_CATEGORIES = ("CR", "VGPR", "PR")
@@ -44,10 +44,6 @@ DEATH_CAUSES = ("progression", "crs", "icans", "infection", "other")
 AGE_SPLIT_YEARS = 65.0
 #: CAR-HEMATOTOX high-risk threshold (Rejeski 2021)
 HEMATOTOX_HIGH_RISK = 2.0
-
-
-class TrialDataError(CarcellError, ValueError):
-    """A patients table lacks a column or value a trial statistic needs."""
 
 
 # ---------------------------------------------------------------- helpers
