@@ -8,7 +8,7 @@ T = np.arange(0.0, 366.0)
 LUGANO = {"pr_spd_fraction": 0.5, "pd_spd_increase": 0.5, "cr_detectable_cells": 1e9,
           "assessment_days": [28, 90, 180, 365]}
 IMWG = {"pr_fraction": 0.5, "vgpr_fraction": 0.1, "cr_fraction": 0.005, "pd_increase": 0.25,
-        "assessment_days": [28, 90, 180, 365]}
+        "scr_fraction": 2.5e-4, "mrd_negative_fraction": 2.5e-5, "assessment_days": [28, 90, 180, 365]}
 BALL = {"cr_blast_fraction": 0.05, "mrd_negative_fraction": 1e-4, "marrow_cells": 1e12,
         "assessment_days": [28, 90, 180, 365]}
 
@@ -48,6 +48,20 @@ def test_imwg_categories():
     curves = [np.where(T < 20, base, f * base) for f in (0.001, 0.05, 0.4, 0.8)]
     r = run("imwg", curves, IMWG)
     assert list(r.best_response) == ["CR", "VGPR", "PR", "SD"]
+    assert not r.stringent_cr.any() and not r.mrd_negative.any()   # 1e-3 of baseline: CR only
+
+
+def test_imwg_stringent_cr_and_mrd_need_deeper_responses_than_cr():
+    """Burden at 1e-3, 1e-4 and 1e-6 of baseline: CR; CR + sCR (below 2.5e-4); CR + sCR + MRD
+    negative (below 2.5e-5). A stringent CR later lost to progression stays recorded."""
+    base = 1e11
+    curves = [np.where(T < 20, base, f * base) for f in (1e-3, 1e-4, 1e-6)]
+    curves.append(np.where(T < 20, base, np.where(T < 100, 1e-6 * base, base)))
+    r = run("imwg", curves, IMWG)
+    assert list(r.best_response) == ["CR", "CR", "CR", "CR"]
+    assert list(r.stringent_cr) == [False, True, True, True]
+    assert list(r.mrd_negative) == [False, False, True, True]
+    assert r.progression_day[3] == 180
 
 
 def test_ball_cr_mrd_and_relapse():

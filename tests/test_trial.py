@@ -196,3 +196,61 @@ def test_bad_arms_are_named_with_the_fix(arms, expected):
     with pytest.raises(ScenarioError, match=None) as err:
         arm_specs(validate_raw({"indication": {"disease": "LBCL"}, "trial": {"arms": arms}}))
     assert expected in str(err.value)
+
+
+def test_calibrate_command_writes_a_calibration_scenarios_can_use(tmp_path):
+    """`carcell calibrate` end to end on a tiny plausible population (one round, 40 patients,
+    60 days): it writes calibration.yaml, fit.csv and the diagnostics plot, and a scenario
+    that names the file resolves with the fitted multiplier and omega."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from carcell.cli import app
+    from carcell.design import resolve_design
+
+    root = Path(__file__).resolve().parents[1]
+    targets = tmp_path / "t.yaml"
+    targets.write_text("trial: tiny\nparameters: {k_kill: 1.0}\n"
+                       "targets:\n  orr: {value: 0.6, n: 50, source: assumption}\n")
+    out = tmp_path / "cal"
+    res = CliRunner().invoke(app, ["calibrate", str(root / "examples" / "axicel_lbcl.yaml"), "-t", str(targets),
+                                   "-o", str(out), "-n", "40", "--rounds", "1", "--check-n", "0",
+                                   "--set", "trial.follow_up_days=60"])
+    assert res.exit_code == 0, res.output
+    for f in ("calibration.yaml", "fit.csv", "calibration.png"):
+        assert (out / f).stat().st_size > 0, f
+    fit = pd.read_csv(out / "fit.csv")
+    assert list(fit["target"]) == ["orr"]
+    sc = validate_raw({"product": {"preset": "axi-cel"}, "indication": {"disease": "LBCL"},
+                       "population": {"calibration": str(out / "calibration.yaml")}})
+    base = validate_raw({"product": {"preset": "axi-cel"}, "indication": {"disease": "LBCL"}})
+    d, d0 = resolve_design(sc, K), resolve_design(base, K)
+    from carcell.io.yamlio import load_yaml
+    entry = load_yaml(out / "calibration.yaml")["parameters"]["k_kill"]
+    assert d.typical["k_kill"] == pytest.approx(d0.typical["k_kill"] * entry["multiplier"]["value"])
+    assert d.variability["k_kill"] == pytest.approx(entry["omega"]["value"])
+    assert 0 < entry["omega"]["value"] <= 1.0   # never wider than the prior omega0
+
+
+def test_fatal_grade4_toxicity_is_grade5_on_the_day_grade4_was_reached():
+    """With a certain death at grade 4 (probability set to 1), a patient whose ICANS reached
+    grade 4 on day 6 dies of ICANS on day 6, is graded 5, leaves no progression after death
+    and is not evaluable for response (death before the day-28 assessment)."""
+    import dataclasses
+
+    from carcell.trial.survival import endpoints
+
+    d = dataclasses.replace(DeathModel.from_knowledge(K, "LBCL"), toxicity_death_given_grade4=1.0,
+                            infection_hazard_neutropenia=0.0, infection_hazard_aplasia=1e-12)
+    patients = pd.DataFrame({"patient_id": [0, 1], "age_years": [60.0, 60.0], "best_response": ["CR", "CR"],
+                             "response_day": [28.0, 28.0], "progression_day": [90.0, np.nan],
+                             "crs_max_grade": [2.0, 1.0], "icans_max_grade": [4.0, 0.0]})
+    events = pd.DataFrame({"patient_id": [0, 0, 1], "day": [3.0, 6.0, 2.0],
+                           "event": ["crs_grade", "icans_grade", "crs_grade"], "value": [2.0, 4.0, 1.0]})
+    df = endpoints(patients, events, d, seed=1, follow_up=365.0, first_assessment=28.0)
+    a, b = df.iloc[0], df.iloc[1]
+    assert a["death_cause"] == "icans" and a["death_day"] == 6.0 and a["icans_max_grade"] == 5.0
+    assert a["best_response"] == "NE" and np.isnan(a["progression_day"])
+    assert a["pfs_days"] == 6.0 and a["pfs_event"] and a["os_days"] == 6.0 and a["os_event"]
+    assert b["death_cause"] in ("none", "other", "progression") and b["crs_max_grade"] == 1.0

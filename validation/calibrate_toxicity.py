@@ -70,11 +70,13 @@ def set_params(values: dict[str, float]) -> None:
         k.node(path)["value"] = float(v)
 
 
-def trial_measures(args: tuple[dict, dict[str, float], int]) -> dict[str, float]:
-    trial, values, n = args
+def trial_measures(args: tuple[dict, dict[str, float], int, bool]) -> dict[str, float]:
+    trial, values, n, calibrated = args
     set_params(values)
-    sc = load_scenario(ROOT / trial["example"], [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}",
-                                                 "regimen.protocol=asco2021"])
+    sets = [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}", "regimen.protocol=asco2021"]
+    if calibrated:
+        sets.append(f"population.calibration={trial['calibration']}")
+    sc = load_scenario(ROOT / trial["example"], sets)
     return simulated(run_cohort(sc).patients, trial["crs_scale"])
 
 
@@ -92,6 +94,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="virtual patients per trial")
     ap.add_argument("--evals", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--calibrated", action="store_true",
+                    help="fit on the efficacy-calibrated populations (targets file: calibration per trial)")
     ap.add_argument("--start", nargs="*", default=[], metavar="PATH=VALUE",
                     help="start the search here instead of at the data files' values")
     args = ap.parse_args()
@@ -110,7 +114,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         def run(x: np.ndarray) -> list[dict]:
             values = dict(zip(names, np.exp(np.clip(x, lo, hi))))
-            return list(pool.map(trial_measures, [(t, values, args.n) for t in targets.values()]))
+            return list(pool.map(trial_measures, [(t, values, args.n, args.calibrated) for t in targets.values()]))
 
         def objective(x: np.ndarray) -> float:
             terms = objective_terms(targets, run(x))

@@ -26,7 +26,6 @@ from carcell.scenario import load_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261129   # not the calibration's seed
-CALIBRATED = {"ZUMA-1": "axi-cel_LBCL", "JULIET": "tisa-cel_LBCL", "ELIANA": "tisa-cel_B-ALL", "KarMMa": "ide-cel_MM"}
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     for trial, t in targets.items():
         sets = [f"population.n={n}", f"population.seed={SEED}", "trial.follow_up_days=35", "regimen.protocol=asco2021"]
         if args.calibrated:
-            sets.append(f"population.calibration={CALIBRATED[trial]}")
+            sets.append(f"population.calibration={t['calibration']}")
         sc = load_scenario(ROOT / t["example"], sets)
         sim = simulated(run_cohort(sc).patients, t["crs_scale"])
         for measure, target in t.items():

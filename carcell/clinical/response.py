@@ -4,7 +4,8 @@
   scales as burden^(2/3); CR when the lymphoma is below PET detection, PR at >=50% SPD
   decrease, PD at >=50% SPD increase from the nadir.
 * IMWG 2016 (myeloma, doi:10.1016/S1470-2045(16)30206-6): M-protein taken proportional to
-  burden; CR, VGPR (>=90%), PR (>=50%), PD (>=25% increase from nadir).
+  burden; CR, VGPR (>=90%), PR (>=50%), PD (>=25% increase from nadir); stringent CR and
+  MRD negativity when the burden falls below the flow and next-generation thresholds.
 * B-ALL: marrow blasts = leukaemic cells / (leukaemic + normal marrow cells); CR below 5%,
   MRD-negative below 1e-4; relapse when blasts return to >=5% after CR. A patient never in
   CR is a non-responder (NR), counted as a treatment failure at the first assessment, as
@@ -29,7 +30,8 @@ class Responses:
     progression_day: np.ndarray    # float, NaN if no progression
     relapse_antigen: np.ndarray    # "positive" / "negative" / "none"
     best_change: np.ndarray        # best relative change of burden (-1..), for the waterfall
-    mrd_negative: np.ndarray       # bool; B-ALL only (False elsewhere)
+    mrd_negative: np.ndarray       # bool; B-ALL and myeloma (False in lymphoma)
+    stringent_cr: np.ndarray       # bool; myeloma only (IMWG sCR; False elsewhere)
     categories: np.ndarray         # (n, n_assessments) category at each assessment
     assessment_days: np.ndarray
 
@@ -81,6 +83,7 @@ def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.
     progression_day = np.full(n, np.nan)
     relapse_antigen = np.full(n, "none", dtype=object)
     mrd_neg = np.zeros(n, bool)
+    stringent = np.zeros(n, bool)
     progressed = np.zeros(n, bool)
     for j, (d, i) in enumerate(zip(days, idx)):
         b = burden[:, i]
@@ -95,6 +98,10 @@ def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.
         if criteria == "marrow_blasts":
             blasts = b / (b + r["marrow_cells"])
             mrd_neg |= live & (blasts < r["mrd_negative_fraction"])
+        elif criteria == "imwg":   # deeper than CR: no clonal cells by flow (sCR), MRD by NGF/NGS
+            ratio = b / base
+            stringent |= live & (cat == "CR") & (ratio < r["scr_fraction"])
+            mrd_neg |= live & (cat == "CR") & (ratio < r["mrd_negative_fraction"])
         new_pd = live & (cat == "PD")
         if criteria == "marrow_blasts" and j == 0:
             new_pd |= live & (cat == "NR")  # never in remission: failure at first assessment
@@ -107,4 +114,4 @@ def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.
     # first-assessment PD in lymphoma/myeloma keeps best response PD
     best_change = np.min(burden[:, : idx[-1] + 1 if idx.size else 1] / base[:, None], axis=1) - 1.0
     return Responses(best, response_day, progression_day, relapse_antigen, best_change,
-                     mrd_neg, cats, days)
+                     mrd_neg, stringent, cats, days)

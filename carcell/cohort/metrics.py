@@ -106,8 +106,10 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
     df["progression_day"] = resp.progression_day
     df["relapse_antigen"] = resp.relapse_antigen.astype(str)
     df["best_change_in_burden"] = resp.best_change
-    if design.response_criteria == "marrow_blasts":
+    if design.response_criteria in ("marrow_blasts", "imwg"):
         df["mrd_negative"] = resp.mrd_negative
+    if design.response_criteria == "imwg":
+        df["stringent_cr"] = resp.stringent_cr
     df["il6_peak_pg_per_ml"] = np.nanmax(traj["il6"], axis=1)
     df["ifng_peak_pg_per_ml"] = np.nanmax(traj["ifng"], axis=1)
     for col, v in tissue_cols.items():

@@ -55,7 +55,8 @@ ENDPOINT_NAMES = {"pfs": "progression-free survival", "efs": "event-free surviva
 RATE_LABELS = {"orr": "Objective response (ORR)", "cr": "Complete response (CR)",
                "vgpr": "Very good partial response or better", "pr": "Partial response",
                "mrd_negative": "MRD-negative remission", "cr_or_better": "Complete response or better (IMWG)",
-               "vgpr_or_better": "VGPR or better (IMWG)", "cr_cri": "CR or CR with incomplete recovery (CR/CRi)"}
+               "vgpr_or_better": "VGPR or better (IMWG)", "cr_cri": "CR or CR with incomplete recovery (CR/CRi)",
+               "stringent_cr": "Stringent complete response (sCR, IMWG)"}
 TOXICITY_LABELS = {
     "crs_any": "CRS, any grade (ASTCT)", "crs_grade3plus": "CRS, grade \u2265 3",
     "icans_any": "ICANS, any grade (ASTCT)", "icans_grade3plus": "ICANS, grade \u2265 3",

@@ -67,6 +67,8 @@ def _response_rows(criteria: str, arm: dict) -> list[tuple[str, str]]:
     elif criteria == "imwg":
         rows.append(("CR or better", format_rate(arm.get("cr_or_better", arm.get("cr")))))
         rows.append(("VGPR or better", format_rate(arm.get("vgpr_or_better"))))
+        rows.append(("Stringent CR", format_rate(arm.get("stringent_cr"))))
+        rows.append(("MRD-negative CR (1e-5)", format_rate(arm.get("mrd_negative"))))
     else:
         rows.append(("Complete response", format_rate(arm.get("cr"))))
     return rows

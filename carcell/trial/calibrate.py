@@ -298,13 +298,11 @@ def calibration_yaml(fit: Fit, targets: TargetSet, scenario_name: str, n_plausib
 def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | None = None):
     """Prior vs fitted distribution of each calibrated log multiplier (weighted histogram of the
     plausible population), and every target's interval beside the weighted and re-simulated model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: nothing is left open in the caller
 
     names = list(prior)
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.6))
+    fig = Figure(figsize=(4 * (len(names) + 1), 3.6))
+    axes = fig.subplots(1, len(names) + 1)
     for ax, p in zip(axes, names):
         l = fit.log_multipliers[p]
         bins = np.linspace(l.min(), l.max(), 30)
@@ -320,12 +318,13 @@ def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | 
     t = fit.table
     y = np.arange(len(t))
     pub = t["published"].to_numpy(float)
-    ax.errorbar(np.ones(len(t)), y, xerr=[1 - t["ci95_low"] / pub, t["ci95_high"] / pub - 1],
-                fmt="ks", capsize=3, label="published (95% CI)")
-    ax.plot(t["model_weighted"] / pub, y + 0.15, "C0o", label="reweighted")
+    low, high = t["ci95_low"].to_numpy(float) / pub, t["ci95_high"].to_numpy(float) / pub
+    ax.errorbar(np.ones(len(t)), y, xerr=np.vstack([1 - low, high - 1]), fmt="ks", capsize=3,
+                label="published (95% CI)")
+    ax.plot(t["model_weighted"].to_numpy(float) / pub, y + 0.15, "C0o", label="reweighted")
     if check is not None:
-        ax.plot(check["model"] / pub, y - 0.15, "C3^", label="re-simulated")
-    ax.set_yticks(y, t["target"])
+        ax.plot(check["model"].to_numpy(float) / pub, y - 0.15, "C3^", label="re-simulated")
+    ax.set_yticks(y, list(t["target"]))
     ax.set_xlabel("model / published")
     ax.legend(fontsize=7)
     ax.set_title(f"fit (ESS {fit.ess:.0f})", fontsize=9)

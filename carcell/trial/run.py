@@ -123,7 +123,9 @@ def simulate_arm(scenario: Scenario, ids: np.ndarray, workers: int,
     """Simulate the given patients, in worker processes when asked; the result is the same."""
     if workers <= 1 or ids.size < 2 * workers:
         return run_cohort(scenario, progress=progress, ids=ids)
-    pieces = [p for p in np.array_split(ids, 4 * workers) if p.size]
+    # one piece per process: the batched integrator's cost per step is mostly fixed, so more,
+    # smaller pieces would multiply the steps taken
+    pieces = [p for p in np.array_split(ids, workers) if p.size]
     done, parts = 0, []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for piece, res in zip(pieces, pool.map(_simulate, [(scenario, p) for p in pieces])):
@@ -169,7 +171,9 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
                 res = simulate_arm(arm.scenario, infused_ids, t.workers, report)
                 cohorts[arm.name] = res
                 times = res.times
-                df_parts.append(endpoints(res.patients, res.events, deaths, seed, follow))
+                first = float(min(res.design.response["assessment_days"]))
+                no_response = "NR" if res.design.response_criteria == "marrow_blasts" else "SD"
+                df_parts.append(endpoints(res.patients, res.events, deaths, seed, follow, first, no_response))
                 ev = res.events.copy()
                 traj_parts.append(res.trajectories)
                 traj_ids.append(infused_ids)
@@ -196,6 +200,12 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
     event_parts.append(pd.DataFrame({"patient_id": death_events["patient_id"].to_numpy(),
                                      "day": death_events["death_day"].to_numpy(), "event": "death",
                                      "value": np.nan, "detail": death_events["death_cause"].to_numpy()}))
+    fatal = death_events[death_events["death_cause"].isin(["crs", "icans"])]
+    event_parts.append(pd.DataFrame({   # the grade-5 change that a fatal CRS or ICANS is
+        "patient_id": fatal["patient_id"].to_numpy(), "day": fatal["death_day"].to_numpy(),
+        "event": fatal["death_cause"].map({"crs": "crs_grade", "icans": "icans_grade"}).to_numpy(),
+        "value": 5.0, "detail": fatal["death_cause"].map(
+            {"crs": "CRS grade 4 -> 5 (ASTCT)", "icans": "ICANS grade 4 -> 5 (ASTCT)"}).to_numpy()}))
     events = pd.concat([e for e in event_parts if not e.empty] or event_parts[-1:], ignore_index=True)
     death_of = events["patient_id"].map(dict(zip(patients["patient_id"], patients["death_day"])))
     events = events[~(events["day"] > death_of)]   # nothing is observed after death

@@ -526,7 +526,8 @@ def arm_summary(patients: pd.DataFrame, criteria: str, landmarks_days: Sequence[
         Rows of a single arm (docs/trial-outputs.md).
     criteria : {"lugano", "imwg", "marrow_blasts"}
         Adds ``cr_cri`` (and ``mrd_negative`` if the column exists) for marrow_blasts,
-        ``cr_or_better`` and ``vgpr_or_better`` for imwg.
+        ``cr_or_better``, ``vgpr_or_better`` (and ``stringent_cr``, ``mrd_negative`` if the
+        columns exist) for imwg.
     """
     if criteria not in CRITERIA:
         raise TrialDataError(f"response criteria {criteria!r} are unknown; known: {', '.join(CRITERIA)}")
@@ -556,6 +557,10 @@ def arm_summary(patients: pd.DataFrame, criteria: str, landmarks_days: Sequence[
     elif criteria == "imwg":
         out["cr_or_better"] = binomial_rate(int(cr.sum()), n)
         out["vgpr_or_better"] = binomial_rate(int(np.isin(best, ("CR", "VGPR")).sum()), n)
+        for col in ("stringent_cr", "mrd_negative"):   # absent in comparator-only tables
+            if col in patients.columns:
+                flag = event_flags(patients[col].to_numpy(dtype=object))
+                out[col] = binomial_rate(int(flag.sum()), n)
 
     def km(endpoint: str, rows: np.ndarray | slice = slice(None)) -> dict:
         tcol, ecol = _endpoint_columns(endpoint)

@@ -76,8 +76,11 @@ def first_grade_day(events: pd.DataFrame, kind: str, grade: float) -> pd.Series:
 
 
 def endpoints(patients: pd.DataFrame, events: pd.DataFrame, model: DeathModel, seed: int,
-              follow_up: float) -> pd.DataFrame:
-    """Add death and time-to-event columns (docs/trial-outputs.md) to infused patients."""
+              follow_up: float, first_assessment: float, no_response: str = "SD") -> pd.DataFrame:
+    """Add death and time-to-event columns (docs/trial-outputs.md) to infused patients.
+
+    ``first_assessment``: day of the first response assessment; ``no_response``: the category
+    of a patient assessed but not responding (SD, or NR in B-ALL)."""
     df = patients.copy()
     ids = df["patient_id"].to_numpy()
     u = uniforms(seed, ids)
@@ -121,6 +124,9 @@ def endpoints(patients: pd.DataFrame, events: pd.DataFrame, model: DeathModel, s
     died = death <= follow_up
     df["death_day"] = np.where(died, death, np.nan)
     df["death_cause"] = np.where(died, cause, "none")
+    for syndrome in ("crs", "icans"):   # ASTCT grade 5: death from the syndrome itself
+        if f"{syndrome}_max_grade" in df:
+            df.loc[df["death_cause"] == syndrome, f"{syndrome}_max_grade"] = 5.0
 
     # nothing is seen after death: no later progression, and a patient who dies before
     # responding is not evaluable for response
@@ -129,9 +135,11 @@ def endpoints(patients: pd.DataFrame, events: pd.DataFrame, model: DeathModel, s
     if "relapse_antigen" in df:
         df.loc[after, "relapse_antigen"] = "none"
     resp = df["response_day"].to_numpy(dtype=float)
-    dead_first = died & (np.isnan(resp) | (death < resp))
-    df.loc[dead_first & ~np.isin(df["best_response"], ["PD", "NR"]), "best_response"] = "NE"
-    df.loc[dead_first, "response_day"] = np.nan
+    never_assessed = died & (death < first_assessment)
+    df.loc[never_assessed, "best_response"] = "NE"
+    died_before_response = died & ~never_assessed & (death < resp)   # assessed, not yet responding
+    df.loc[died_before_response, "best_response"] = no_response
+    df.loc[never_assessed | died_before_response, "response_day"] = np.nan
 
     event_day = np.fmin(np.where(np.isinf(prog), np.nan, prog), np.where(died, death, np.nan))
     pfs_event = ~np.isnan(event_day) & (event_day <= follow_up)
