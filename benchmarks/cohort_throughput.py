@@ -135,8 +135,8 @@ def print_table(rows: list[dict]) -> None:
     print(f"* per-patient solve_ivp (RK45) loop timed on the first {r['loop_timed_patients']} patients "
           f"and extrapolated to N. Both at rtol {r['rtol']:g}, atol {r['atol']:g}; {r['days']} days, "
           f"daily outputs, rounds on days {', '.join(f'{x:g}' for x in r['rounds'])}.")
-    print(f"  max rel diff: batched vs loop on those patients (ln N absolute for cells; cytokines "
-          f"relative, floor 1e-3 pg/mL; macrophage fraction floor 1e-6).")
+    print("  max rel diff: batched vs loop on those patients (ln N absolute for cells; cytokines "
+          "relative, floor 1e-3 pg/mL; macrophage fraction floor 1e-6).")
     for r in rows:
         worst = max(r["max_rel_diff_per_state"], key=r["max_rel_diff_per_state"].get, default=None)
         if worst:
