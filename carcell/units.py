@@ -53,3 +53,4 @@ KNOWN_UNITS: frozenset[str] = frozenset(
 )
 
 UL_PER_ML = 1000.0
+DAYS_PER_MONTH = 30.4375   # 365.25 / 12: trial medians in months, as published

@@ -28,8 +28,8 @@ import yaml
 
 import carcell
 from carcell.errors import CarcellError
+from carcell.units import DAYS_PER_MONTH
 
-DAYS_PER_MONTH = 30.4375  # 365.25 / 12, the usual convention for survival medians in months
 NOT_AVAILABLE = "not available"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HASH_CLASS = ' class="hash"'

@@ -23,6 +23,7 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator  # n
 from scipy.special import expit  # noqa: E402
 
 from carcell.report.plots import COLORS  # noqa: E402
+from carcell.units import DAYS_PER_MONTH  # noqa: E402
 from carcell.trial.stats import (  # noqa: E402
     arms_in_order,
     default_reference_arm,
@@ -33,7 +34,6 @@ from carcell.trial.stats import (  # noqa: E402
 )
 
 #: days per month (365.25 / 12), for axes in months
-DAYS_PER_MONTH = 30.4375
 DPI = 120
 ENDPOINT_NAMES = {"pfs": "progression-free survival", "os": "overall survival",
                   "efs": "event-free survival", "dor": "duration of response"}

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-#: days per month (365.25 / 12)
-DAYS_PER_MONTH = 30.4375
+from carcell.units import DAYS_PER_MONTH
+
 NOT_APPLICABLE = "—"
 
 

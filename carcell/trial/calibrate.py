@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.stats import beta as beta_dist
 
 from carcell.design import omega_deviates, resolve_design
 from carcell.errors import ScenarioError
@@ -34,8 +33,8 @@ from carcell.io.yamlio import load_yaml
 from carcell.knowledge import load_knowledge
 from carcell.model.states import PARAMETER_NAMES
 from carcell.scenario.schema import Scenario
+from carcell.trial.stats import binomial_rate
 
-MONTH_DAYS = 30.4375
 RESPONDERS = ("CR", "VGPR", "PR")
 
 
@@ -73,9 +72,7 @@ class Target:
         if self.ci95 is not None:
             return self.ci95
         if self.kind == "rate":
-            k = round(self.value * self.n)
-            lo = beta_dist.ppf(0.025, k, self.n - k + 1) if k > 0 else 0.0
-            hi = beta_dist.ppf(0.975, k + 1, self.n - k) if k < self.n else 1.0
+            lo, hi = binomial_rate(round(self.value * self.n), self.n)["ci95"]
             return float(lo), float(hi)
         s = self.se()
         return float(self.value * np.exp(-1.96 * s)), float(self.value * np.exp(1.96 * s))

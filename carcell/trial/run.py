@@ -155,8 +155,8 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
         if ids.size == 0:
             continue
         design = resolve_design(arm.scenario, k)
-        base = compile_chunk(design, 0, 0, ids=ids).covariates
         if arm.kind == "soc":
+            base = compile_chunk(design, 0, 0, ids=ids).covariates   # covariates only, not simulated
             first = float(min(design.response["assessment_days"]))
             df = soc_patients(k, arm.standard_of_care, ids, base["age_years"].to_numpy(),
                               base["weight_kg"].to_numpy(), seed, follow, first, deaths)
@@ -174,12 +174,11 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
                 first = float(min(res.design.response["assessment_days"]))
                 no_response = "NR" if res.design.response_criteria == "marrow_blasts" else "SD"
                 df_parts.append(endpoints(res.patients, res.events, deaths, seed, follow, first, no_response))
-                ev = res.events.copy()
                 traj_parts.append(res.trajectories)
                 traj_ids.append(infused_ids)
-                event_parts.append(ev)
+                event_parts.append(res.events)
             if skipped.any():
-                cov = base[skipped]
+                cov = compile_chunk(design, 0, 0, ids=ids[skipped]).covariates
                 ni = not_infused(ids[skipped], cov["age_years"].to_numpy(), deaths, seed, follow)
                 ni["weight_kg"] = cov["weight_kg"].to_numpy()
                 ni["baseline_burden_cells"] = cov["baseline_burden_cells"].to_numpy()

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-MONTH_DAYS = 30.4375
+from carcell.units import DAYS_PER_MONTH as MONTH_DAYS
+
 _DEATH_STREAM = 1   # spawn-key tag of the death draws (0-tagged ids are the patient's own parameters)
 N_UNIFORMS = 8
 
