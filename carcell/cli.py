@@ -340,6 +340,75 @@ def run(
     out_console.print(f"results in {out}/")
 
 
+@app.command()
+def logistics(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file with a manufacturing section")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    n: Annotated[Optional[int], typer.Option("-n", help="number of patients (eligible, with an access section)")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="random seed")] = None,
+    overrides: SetOpt = None,
+    plots: Annotated[bool, typer.Option(help="write PNG plots")] = True,
+) -> None:
+    """The chain from referral to infusion alone: throughput, utilisation, waits, vein-to-vein
+    times, failures, chain costs and access by stratum, for each compared lever set."""
+    import json
+
+    from carcell.knowledge import load_knowledge
+    from carcell.logistics.access import equity_gaps, equity_table
+    from carcell.logistics.run import run_logistics
+    from carcell.logistics.summary import chain_summary
+    from carcell.report.logistics_table import access_table, chain_table, gaps_table
+    from carcell.trial.stats import json_safe
+
+    sc = _load(scenario, n, seed, overrides)
+    if sc.manufacturing is None and not any(a.manufacturing for a in sc.trial.arms):
+        raise CarcellError(f"{scenario}: no manufacturing section; add one, e.g. manufacturing: {{route: axi-cel}}")
+    if out.exists() and not out.is_dir():
+        raise CarcellError(f"--out {out}: exists and is not a directory; choose another path")
+    with err_console.status("simulating the chain") as status:
+        res = run_logistics(load_knowledge(), sc, progress=lambda name: status.update(f"simulating the chain: {name}"))
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"name": sc.name, "seed": sc.population.seed, "scenarios": {}}
+    equity_rows, gap_rows = [], []
+    for name, flow in res.patients.groupby("scenario", sort=False):
+        usage = res.usage[res.usage["scenario"] == name]
+        entry = {"chain": chain_summary(flow, usage)}
+        costs = res.costs[res.costs["scenario"] == name]
+        entry["chain_cost_per_referral"] = {a: float(g["total"].mean()) for a, g in costs.groupby("arm")}
+        out_console.print(chain_table(entry["chain"], f"{sc.name} [{name}]: from referral to infusion"))
+        if res.population is not None:
+            pop = res.population[res.population["scenario"] == name]
+            table = equity_table(pop, by="stratum")
+            best = table.loc[table["fraction_treated"].idxmax(), "stratum"]
+            gaps = equity_gaps(table, best)
+            entry["access"] = {"strata": table.to_dict(orient="records"), "gaps": gaps.to_dict(orient="records")}
+            equity_rows += [{"scenario": name, **r} for r in entry["access"]["strata"]]
+            gap_rows += [{"scenario": name, **r} for r in entry["access"]["gaps"] if r["stratum"] == "worst_vs_best"]
+        report["scenarios"][name] = entry
+    if equity_rows:
+        out_console.print(access_table(equity_rows, f"{sc.name}: access by stratum"))
+        out_console.print(gaps_table(gap_rows, "worst-served against best-served stratum"))
+    (out / "logistics.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    for frame, file in ((res.patients, "logistics.parquet"), (res.usage, "usage.parquet"),
+                        (res.costs, "costs.parquet"), (res.population, "access.parquet")):
+        if frame is not None:
+            f = frame.copy()
+            for c in f.columns:
+                if f[c].dtype == object:
+                    f[c] = f[c].astype("string")
+            f.to_parquet(out / file, index=False)
+    if plots:
+        from carcell.report.logistics_plots import logistics_figures
+
+        base = res.patients[res.patients["scenario"] == "baseline"]
+        figs = logistics_figures(base, res.usage[res.usage["scenario"] == "baseline"],
+                                 costs=res.costs[res.costs["scenario"] == "baseline"],
+                                 equity=None if not equity_rows else __import__("pandas").DataFrame(equity_rows))
+        for key, fig in figs.items():
+            fig.savefig(out / f"{key}.png", dpi=120, bbox_inches="tight")
+    out_console.print(f"results in {out}/")
+
+
 def _fmt(q: dict, f: str = ".3g") -> str:
     if q["median"] is None:
         return "-"

@@ -48,7 +48,11 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "g",
         "months",  # trial medians as published (1 month = 30.4375 days)
         "1/year",  # background mortality
-        "1/month",  # event rates of comparator arms
+        "1/month",  # event rates of comparator arms, manufacturing slots per month
+        "USD",  # prices and costs (US dollars of the year the source states)
+        "USD/day",  # per-day hospital costs
+        "miles",  # travel distance to a treatment centre
+        "doses",  # doses per allogeneic batch
     }
 )
 

@@ -77,9 +77,10 @@ def _events(df: pd.DataFrame, resp, design: Design) -> pd.DataFrame:
 
 
 def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None = None,
-               ids: np.ndarray | None = None) -> CohortResult:
+               ids: np.ndarray | None = None, burden_factor: np.ndarray | None = None) -> CohortResult:
     """Simulate ``scenario.population.n`` patients (ids 0..n-1), or the given patient ids;
-    ``progress(done, total)`` reports work units."""
+    ``progress(done, total)`` reports work units. ``burden_factor`` (one per patient, aligned
+    with ``ids``) scales each burden at referral to the burden at infusion."""
     k = load_knowledge()
     design = resolve_design(scenario, k)
     assessments = assessment_days(k)
@@ -97,7 +98,8 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     done = 0
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        c = compile_chunk(design, start, stop, ids=cohort_ids[start:stop])
+        c = compile_chunk(design, start, stop, ids=cohort_ids[start:stop],
+                          burden_factor=None if burden_factor is None else burden_factor[start:stop])
 
         def step(j: int, base=done, m=stop - start) -> None:
             if progress is not None and (j % 5 == 0 or j == times.size - 1):

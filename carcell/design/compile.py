@@ -500,9 +500,13 @@ def omega_deviates(design: Design, ids: np.ndarray) -> dict[str, np.ndarray]:
     return {name: draws[:, _FIXED_DRAWS + j] for j, name in enumerate(design.omega_order)}
 
 
-def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None = None) -> CompiledCohort:
+def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None = None,
+                  burden_factor: np.ndarray | None = None) -> CompiledCohort:
     """Draw patients ``start..stop`` (0-based), or the given patient ids, and build their
-    parameters and initial states. A patient's numbers depend only on the seed and the id."""
+    parameters and initial states. A patient's numbers depend only on the seed and the id.
+
+    ``burden_factor`` (one per patient) scales the drawn burden, which is then the burden at
+    referral, to the burden at infusion (growth and bridging while the product was made)."""
     ids = np.arange(start, stop, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     n = ids.size
     omega_names = design.omega_order
@@ -511,7 +515,8 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
     z_weight, z_age, z_burden = draws[:, 0], draws[:, 1], draws[:, 2]
     weight = design.weight[0] * np.exp(design.weight[1] * z_weight)
     age = design.age[0] * np.exp(design.age[1] * z_age)
-    burden = design.burden[0] * np.exp(design.burden[1] * z_burden)
+    referral_burden = design.burden[0] * np.exp(design.burden[1] * z_burden)
+    burden = referral_burden if burden_factor is None else referral_burden * np.asarray(burden_factor, float)
 
     # Per antigen: density on positive tumour cells and share of tumour cells without it. The
     # first antigen defines eligibility (trials enrol patients positive for the target); each
@@ -590,6 +595,8 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         "antigen_density": densities[0],
         "antigen_negative_fraction": negatives[0],
     })
+    if burden_factor is not None:
+        cov["referral_burden_cells"] = referral_burden
     for a, d, q in zip(design.antigens[1:], densities[1:], negatives[1:]):
         cov[f"{a.name}_density"] = d
         cov[f"{a.name}_negative_fraction"] = q

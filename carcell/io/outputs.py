@@ -256,5 +256,38 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None)
                           follow_up_days=sc.trial.follow_up_days, seed=sc.population.seed,
                           reference_arm=result.reference_arm,
                           landmarks_days=tuple(int(d) for d in sc.trial.landmarks_days))
+    trial.update(_write_logistics(result, out))
     (out / "trial.json").write_text(json.dumps(trial, indent=2, allow_nan=False) + "\n")
     return trial
+
+
+def _write_logistics(result, out: Path) -> dict:
+    """The chain's, cost and access files of a trial with a manufacturing section, and their
+    summaries for trial.json (docs/logistics.md); nothing without one."""
+    if result.chain is None:
+        return {}
+    from carcell.logistics.summary import chain_summary, trial_access, trial_costs
+    from carcell.trial.stats import json_safe
+
+    chain = result.chain.result
+    flow = chain.patients.copy()
+    for c in flow.columns:
+        if flow[c].dtype == object:
+            flow[c] = flow[c].astype("string")
+    flow.to_parquet(out / "logistics.parquet", index=False)
+    usage = chain.usage.copy()
+    for c in ("resource", "route"):
+        if c in usage:
+            usage[c] = usage[c].astype("string")
+    usage.to_parquet(out / "usage.parquet", index=False)
+    costs, cost = trial_costs(result)
+    costs.to_parquet(out / "costs.parquet", index=False)
+    extra = {"logistics": chain_summary(chain.patients, chain.usage), "cost": cost}
+    if result.population is not None:
+        pop, equity = trial_access(result, costs)
+        for c in pop.columns:
+            if pop[c].dtype == object:
+                pop[c] = pop[c].astype("string")
+        pop.to_parquet(out / "access.parquet", index=False)
+        extra["access"] = equity
+    return json_safe(extra)

@@ -54,7 +54,9 @@ def _format(err: ValidationError, source: str) -> str:
             shown = bad if not isinstance(bad, (dict, list)) else type(bad).__name__
             if isinstance(shown, str):
                 shown = repr(shown)
-            if isinstance(bad, (dict, list)) or repr(bad) in msg or (isinstance(bad, str) and bad in msg):
+            if not path:   # a rule across sections: the message names its fields
+                lines.append(msg)
+            elif isinstance(bad, (dict, list)) or repr(bad) in msg or (isinstance(bad, str) and bad in msg):
                 lines.append(f"{path}: {msg}")
             else:
                 lines.append(f"{path}: {shown} is invalid: {msg}")

@@ -279,6 +279,63 @@ class Solver(_Section):
     max_steps: int = Field(100_000, ge=10)
 
 
+def _route_names() -> list[str]:
+    k = load_knowledge(False)
+    try:
+        return k.names("manufacturing.routes")
+    except Exception:   # noqa: BLE001 - the knowledge file is checked by its own tests
+        return []
+
+
+class Manufacturing(_Section):
+    """The chain from referral to infusion (docs/logistics.md): a route from
+    knowledge/data/manufacturing.yaml, refined by step and capacity overrides."""
+
+    route: str = Field(..., description="a route in knowledge/data/manufacturing.yaml (e.g. axi-cel, "
+                       "point_of_care, CB-CAR-NK)")
+    referrals_per_month: float = Field(
+        10.0, gt=0, le=100_000, description="rate of referrals (Poisson); patients arrive in id order")
+    steps: dict = Field(default_factory=dict, description="step overrides, e.g. {manufacturing: 10} "
+                        "(median days) or {manufacturing_failure: 0.02}")
+    capacity: dict = Field(default_factory=dict, description="capacity overrides, e.g. {slots_per_month: 8}")
+    eligibility_fold: float | None = Field(
+        None, gt=1, le=1000, description="fold growth of the tumour since referral beyond which a patient "
+        "can no longer be infused; default: knowledge/data/waiting.yaml")
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: str) -> str:
+        return check_known(v, _route_names(), "manufacturing route")
+
+    @model_validator(mode="after")
+    def _overrides(self) -> Manufacturing:
+        from carcell.logistics.routes import capacity_with, load_routes, route_with  # noqa: PLC0415
+
+        route = load_routes()[self.route]
+        route_with(route, self.steps)
+        capacity_with(route.capacity, self.capacity)
+        return self
+
+
+class Access(_Section):
+    """Who among a region's eligible patients is referred (docs/logistics.md)."""
+
+    region: str = Field(..., description="a region in knowledge/data/access.yaml (e.g. US_DLBCL_3L)")
+    period_days: float = Field(730.0, gt=0, le=3650, description="calendar span over which patients "
+                               "become eligible")
+    levers: dict = Field(default_factory=dict, description="changes to the region: centres_factor, "
+                         "satellite_sites, travel_support, slots_factor, route")
+    compare: dict[str, dict] = Field(default_factory=dict, description="named lever sets compared by "
+                                     "`carcell logistics`, e.g. {more_centres: {centres_factor: 2}}")
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        from carcell.logistics.access import region_names  # noqa: PLC0415
+
+        return check_known(v, region_names(), "access region")
+
+
 class Arm(_Section):
     """One arm of a trial: the scenario's product with overrides, or a standard-of-care comparator."""
 
@@ -292,6 +349,9 @@ class Arm(_Section):
     not_infused_fraction: float = Field(
         0.0, ge=0, lt=1, description="share of patients randomised to a CAR arm who are never infused "
         "(progression or illness during manufacturing); they count in the intention-to-treat analysis")
+    manufacturing: dict | None = Field(
+        None, description="keys that replace the scenario's manufacturing section for this arm "
+        "(e.g. {route: point_of_care}); the chain then decides who is infused")
 
     @field_validator("standard_of_care")
     @classmethod
@@ -302,8 +362,10 @@ class Arm(_Section):
 
     @model_validator(mode="after")
     def _kind(self) -> Arm:
-        if self.standard_of_care is not None and (self.product or self.regimen or self.calibration):
-            raise ValueError(f"arm {self.name!r}: a standard-of-care arm takes no product, regimen or calibration")
+        if self.standard_of_care is not None and (self.product or self.regimen or self.calibration
+                                                  or self.manufacturing):
+            raise ValueError(f"arm {self.name!r}: a standard-of-care arm takes no product, regimen, "
+                             "calibration or manufacturing")
         return self
 
 
@@ -344,3 +406,35 @@ class Scenario(_Section):
     regimen: Regimen = Regimen()
     population: Population = Population()
     trial: Trial = Trial()
+    manufacturing: Manufacturing | None = Field(
+        None, description="simulate the chain from referral to infusion (docs/logistics.md)")
+    access: Access | None = Field(None, description="a region's eligible patients and who is referred")
+
+    @model_validator(mode="after")
+    def _logistics(self) -> Scenario:
+        base = self.manufacturing.model_dump() if self.manufacturing else {}
+        for arm in self.trial.arms:
+            if arm.standard_of_care is not None:
+                continue
+            chained = self.manufacturing is not None or arm.manufacturing is not None
+            if chained and arm.not_infused_fraction > 0:
+                raise ValueError(f"trial.arms ({arm.name}): not_infused_fraction and a manufacturing chain "
+                                 "both decide who is infused; drop not_infused_fraction")
+            if arm.manufacturing is not None:
+                merged = {**base, **arm.manufacturing}
+                if "route" not in merged:
+                    raise ValueError(f"trial.arms ({arm.name}).manufacturing: no route; name one, "
+                                     "e.g. {route: axi-cel}, or add a top-level manufacturing section")
+                try:
+                    Manufacturing.model_validate(merged)
+                except ValueError as err:
+                    first = err.errors()[0] if hasattr(err, "errors") else {"msg": str(err), "loc": ()}
+                    where = ".".join(str(p) for p in first.get("loc", ()))
+                    msg = str(first.get("msg", err)).removeprefix("Value error, ")
+                    raise ValueError(f"trial.arms ({arm.name}).manufacturing{'.' + where if where else ''}: "
+                                     f"{msg}") from None
+        if self.access is not None and self.manufacturing is None and not any(
+                a.manufacturing for a in self.trial.arms):
+            raise ValueError("access: referred patients need a route; add a manufacturing section, "
+                             "e.g. manufacturing: {route: axi-cel}")
+        return self

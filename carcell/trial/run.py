@@ -22,6 +22,8 @@ from carcell.knowledge import load_knowledge
 from carcell.scenario.load import validate_raw
 from carcell.scenario.schema import Scenario
 from carcell.trial.soc import soc_patients
+from carcell.logistics.run import (TrialChain, arm_manufacturing, eligible_population, from_enrolment,
+                                   referral_days, run_trial_chain, with_chain_columns)
 from carcell.trial.survival import DeathModel, endpoints, not_infused, uniforms
 
 _RANDOMISATION_ENTROPY = 0x7A11   # mixed with the seed: the allocation stream, apart from every patient's
@@ -35,6 +37,7 @@ class ArmSpec:
     scenario: Scenario              # the arm's own scenario (for SOC: the trial scenario)
     standard_of_care: str | None = None
     not_infused_fraction: float = 0.0
+    manufacturing: dict | None = None   # the arm's keys over the scenario's manufacturing section
 
 
 @dataclass
@@ -47,6 +50,14 @@ class TrialResult:
     trajectories: dict[str, np.ndarray]          # CAR-arm patients only, in patients' order
     trajectory_ids: np.ndarray
     cohorts: dict[str, CohortResult] = field(default_factory=dict)
+    chain: TrialChain | None = None              # the manufacturing chain, when one was simulated
+    population: pd.DataFrame | None = None       # an access region's eligible patients, when given
+    allocation: np.ndarray | None = None         # arm index of every patient id 0..n-1
+
+    def allocation_of(self, ids: np.ndarray) -> np.ndarray:
+        """The arm each patient id was allocated to (referred or not)."""
+        names = np.array([a.name for a in self.arms], dtype=object)
+        return names[self.allocation[np.asarray(ids, dtype=np.int64)]]
 
     @property
     def reference_arm(self) -> str | None:
@@ -89,7 +100,7 @@ def arm_specs(scenario: Scenario) -> list[ArmSpec]:
             arm_raw["population"]["calibration"] = arm.calibration
         arm_raw["name"] = f"{scenario.name}: {arm.name}"
         sc = validate_raw(arm_raw, f"trial.arms[{i}] ({arm.name})")
-        specs.append(ArmSpec(arm.name, "car", arm.ratio, sc, None, arm.not_infused_fraction))
+        specs.append(ArmSpec(arm.name, "car", arm.ratio, sc, None, arm.not_infused_fraction, arm.manufacturing))
     return specs
 
 
@@ -104,8 +115,8 @@ def randomise(n: int, ratios: list[int], seed: int) -> np.ndarray:
 
 
 def _simulate(args) -> CohortResult:
-    scenario, ids = args
-    return run_cohort(scenario, ids=ids)
+    scenario, ids, factor = args
+    return run_cohort(scenario, ids=ids, burden_factor=factor)
 
 
 def _concat(parts: list[CohortResult]) -> CohortResult:
@@ -119,16 +130,19 @@ def _concat(parts: list[CohortResult]) -> CohortResult:
 
 
 def simulate_arm(scenario: Scenario, ids: np.ndarray, workers: int,
-                 progress: Callable[[int, int], None] | None) -> CohortResult:
-    """Simulate the given patients, in worker processes when asked; the result is the same."""
+                 progress: Callable[[int, int], None] | None,
+                 burden_factor: np.ndarray | None = None) -> CohortResult:
+    """Simulate the given patients, in worker processes when asked; the result is the same.
+    ``burden_factor`` scales each patient's burden at referral to the burden at infusion."""
     if workers <= 1 or ids.size < 2 * workers:
-        return run_cohort(scenario, progress=progress, ids=ids)
+        return run_cohort(scenario, progress=progress, ids=ids, burden_factor=burden_factor)
     # one piece per process: the batched integrator's cost per step is mostly fixed, so more,
     # smaller pieces would multiply the steps taken
-    pieces = [p for p in np.array_split(ids, workers) if p.size]
+    pieces = [p for p in np.array_split(np.arange(ids.size), workers) if p.size]
+    args = [(scenario, ids[p], None if burden_factor is None else burden_factor[p]) for p in pieces]
     done, parts = 0, []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for piece, res in zip(pieces, pool.map(_simulate, [(scenario, p) for p in pieces])):
+        for piece, res in zip(pieces, pool.map(_simulate, args)):
             parts.append(res)
             done += piece.size
             if progress is not None:
@@ -139,7 +153,11 @@ def simulate_arm(scenario: Scenario, ids: np.ndarray, workers: int,
 def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | None = None) -> TrialResult:
     """Randomise ``population.n`` patients over the arms and follow each to the end of follow-up.
 
-    ``progress(arm, done, total)`` reports each CAR arm's simulation."""
+    With a ``manufacturing`` section, CAR-arm patients first go through the chain from referral
+    to infusion (carcell.logistics): it decides who is infused and when, their burden at
+    infusion, and who never gets there; survival is then counted from enrolment. With an
+    ``access`` section, ``population.n`` is a region's eligible patients, and only those referred
+    are randomised. ``progress(arm, done, total)`` reports each CAR arm's simulation."""
     k = load_knowledge()
     specs = arm_specs(scenario)
     t = scenario.trial
@@ -147,11 +165,26 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
     allocation = randomise(n, [a.ratio for a in specs], seed)
     ids_all = np.arange(n, dtype=np.int64)
     deaths = DeathModel.from_knowledge(k, scenario.indication.disease)
+    population, chain = None, None
+    in_trial = np.ones(n, dtype=bool)
+    if scenario.access is not None:
+        population = eligible_population(scenario)
+        in_trial = population["referred"].to_numpy(bool)
+    chained = [(a.name, a.scenario, a.manufacturing, ids_all[(allocation == j) & in_trial])
+               for j, a in enumerate(specs) if a.kind == "car"]
+    if any(arm_manufacturing(scenario, a[2]) is not None for a in chained):
+        if population is not None:
+            arrival = population["arrival_day"].to_numpy(float)
+        else:
+            rate = next(arm_manufacturing(scenario, a[2]) for a in chained
+                        if arm_manufacturing(scenario, a[2]) is not None).referrals_per_month
+            arrival = referral_days(n, rate, seed)
+        chain = run_trial_chain(k, scenario, chained, arrival)
 
     frames, event_parts, cohorts = [], [], {}
     traj_parts, traj_ids, times = [], [], None
     for j, arm in enumerate(specs):
-        ids = ids_all[allocation == j]
+        ids = ids_all[(allocation == j) & in_trial]
         if ids.size == 0:
             continue
         design = resolve_design(arm.scenario, k)
@@ -162,28 +195,46 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
                               base["weight_kg"].to_numpy(), seed, follow, first, deaths)
             df["baseline_burden_cells"] = np.nan
         else:
-            u = uniforms(seed, ids)
-            skipped = u[:, 7] < arm.not_infused_fraction
+            through_chain = chain is not None and arm.name in chain.arms
+            if through_chain:
+                flow = chain.arm_patients(arm.name)
+                skipped = (flow["state"] != "infused").to_numpy()
+            else:
+                skipped = uniforms(seed, ids)[:, 7] < arm.not_infused_fraction
             infused_ids = ids[~skipped]
             df_parts = []
             if infused_ids.size:
                 report = (lambda d, tot, name=arm.name: progress(name, d, tot)) if progress else None
-                res = simulate_arm(arm.scenario, infused_ids, t.workers, report)
+                factor = chain.burden_factor(arm.name, infused_ids) if through_chain else None
+                res = simulate_arm(arm.scenario, infused_ids, t.workers, report, factor)
                 cohorts[arm.name] = res
                 times = res.times
                 first = float(min(res.design.response["assessment_days"]))
                 no_response = "NR" if res.design.response_criteria == "marrow_blasts" else "SD"
-                df_parts.append(endpoints(res.patients, res.events, deaths, seed, follow, first, no_response))
+                part = endpoints(res.patients, res.events, deaths, seed, follow, first, no_response)
+                if through_chain:
+                    offset = flow.set_index("patient_id").loc[infused_ids, "referral_to_infusion_days"]
+                    part = from_enrolment(part, offset.to_numpy(float), follow)
+                df_parts.append(part)
                 traj_parts.append(res.trajectories)
                 traj_ids.append(infused_ids)
                 event_parts.append(res.events)
             if skipped.any():
                 cov = compile_chunk(design, 0, 0, ids=ids[skipped]).covariates
-                ni = not_infused(ids[skipped], cov["age_years"].to_numpy(), deaths, seed, follow)
+                if through_chain:
+                    lost = flow[skipped]
+                    ended = lost["ended_day"].fillna(chain.result_horizon).to_numpy(float)
+                    cause = np.where(lost["reason"] == "death", lost["death_cause_waiting"], "")
+                    ni = not_infused(ids[skipped], cov["age_years"].to_numpy(), deaths, seed, follow,
+                                     ended - lost["arrival_day"].to_numpy(float), cause)
+                else:
+                    ni = not_infused(ids[skipped], cov["age_years"].to_numpy(), deaths, seed, follow)
                 ni["weight_kg"] = cov["weight_kg"].to_numpy()
                 ni["baseline_burden_cells"] = cov["baseline_burden_cells"].to_numpy()
                 df_parts.append(ni)
             df = pd.concat(df_parts, ignore_index=True)
+            if through_chain:
+                df = with_chain_columns(df, flow)
         df.insert(1, "arm", arm.name)
         df.insert(2, "arm_kind", arm.kind)
         frames.append(df)
@@ -216,4 +267,5 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
         sort = np.argsort(order, kind="stable")
         trajectories = {q: np.concatenate([p[q] for p in traj_parts])[sort] for q in traj_parts[0]}
         order = order[sort]
-    return TrialResult(scenario, specs, patients, events, times, trajectories, order, cohorts)
+    return TrialResult(scenario, specs, patients, events, times, trajectories, order, cohorts, chain, population,
+                       allocation)

@@ -156,21 +156,32 @@ def endpoints(patients: pd.DataFrame, events: pd.DataFrame, model: DeathModel, s
     return df
 
 
-def not_infused(ids: np.ndarray, ages: np.ndarray, model: DeathModel, seed: int, follow_up: float) -> pd.DataFrame:
-    """Patients randomised to a CAR arm who were never infused: counted as failures on day 1
-    (their disease progressed or they fell ill while the product was made), then followed for
-    survival after progression."""
+def not_infused(ids: np.ndarray, ages: np.ndarray, model: DeathModel, seed: int, follow_up: float,
+                failure_day: np.ndarray | None = None, death_cause: np.ndarray | None = None) -> pd.DataFrame:
+    """Patients randomised to a CAR arm who were never infused, counted as failures.
+
+    Without a manufacturing chain they fail on day 1 (their disease progressed or they fell ill
+    while the product was made). With one, ``failure_day`` is the day after enrolment they left
+    the chain, and ``death_cause`` names those who died then ("progression" or "other"; "" for
+    the others); the rest are followed for survival after progression from that day."""
+    n = len(ids)
+    fail = np.ones(n) if failure_day is None else np.asarray(failure_day, float)
+    cause_waiting = np.full(n, "", dtype=object) if death_cause is None else np.asarray(death_cause, dtype=object)
+    died_waiting = cause_waiting != ""
     u = uniforms(seed, ids)
-    pps = 1.0 + model.post_progression_days(u[:, 4])
+    pps = fail + model.post_progression_days(u[:, 4])
     other = model.background_death_day(ages, u[:, 5])
-    death = np.minimum(pps, other)
+    death = np.where(died_waiting, fail, np.minimum(pps, other))
+    cause = np.where(died_waiting, cause_waiting, np.where(pps <= other, "progression", "other"))
+    event = fail <= follow_up
     died = death <= follow_up
     return pd.DataFrame({
         "patient_id": ids, "infused": False, "age_years": ages, "best_response": "NE",
-        "response_day": np.nan, "progression_day": 1.0,
-        "pfs_days": 1.0, "pfs_event": True, "efs_days": 1.0, "efs_event": True,
+        "response_day": np.nan, "progression_day": np.where(died_waiting & (cause == "other"), np.nan, fail),
+        "pfs_days": np.minimum(fail, follow_up), "pfs_event": event,
+        "efs_days": np.minimum(fail, follow_up), "efs_event": event,
         "os_days": np.where(died, death, follow_up), "os_event": died,
         "dor_days": np.nan, "dor_event": False,
         "death_day": np.where(died, death, np.nan),
-        "death_cause": np.where(died, np.where(pps <= other, "progression", "other"), "none"),
+        "death_cause": np.where(died, cause, "none"),
     })
