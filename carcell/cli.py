@@ -337,7 +337,35 @@ def run(
     from carcell.report.trial_table import trial_table
 
     out_console.print(trial_table(trial))
+    if "logistics" in trial:
+        _print_logistics(trial, result, out, plots)
     out_console.print(f"results in {out}/")
+
+
+def _print_logistics(trial: dict, result, out: Path, plots: bool) -> None:
+    """The chain, cost and access tables of a trial with a manufacturing section, and their figures."""
+    from carcell.report.logistics_table import access_table, chain_table, cost_table, gaps_table
+
+    out_console.print(chain_table(trial["logistics"]))
+    out_console.print(cost_table(trial["cost"]))
+    access = trial.get("access") or {}
+    rows = [{"scenario": arm, **r} for arm, a in access.items() for r in a["strata"]]
+    if rows:
+        out_console.print(access_table(rows, "Access by stratum and arm (eligible patients allocated to each arm)"))
+        gaps = [{"scenario": arm, **r} for arm, a in access.items() for r in a["gaps"] if r["stratum"] == "worst_vs_best"]
+        out_console.print(gaps_table(gaps, "worst-served against best-served stratum, per arm"))
+    if plots:
+        import pandas as pd
+
+        from carcell.report.logistics_plots import logistics_figures
+
+        costs = pd.read_parquet(out / "costs.parquet")
+        equity = pd.DataFrame(rows).rename(columns={"scenario": "arm"}) if rows else None
+        if equity is not None:
+            equity = equity.assign(scenario=equity["arm"])
+        figs = logistics_figures(result.chain.result.patients, result.chain.result.usage, costs=costs, equity=equity)
+        for key, fig in figs.items():
+            fig.savefig(out / f"{key}.png", dpi=120, bbox_inches="tight")
 
 
 @app.command()

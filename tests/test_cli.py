@@ -276,13 +276,17 @@ def test_trial_example_end_to_end(example, tmp_path):
     """A trial example, shortened: trial.json has every arm with its endpoints, and the patient
     table has one row per randomised patient with an arm."""
     out = tmp_path / "out"
-    r = carcell_in_process("run", example, "--out", out, "-n", 12, "--set", "trial.follow_up_days=60", "--no-plots")
+    raw = load_yaml(example)
+    # with an access section n counts a region's eligible patients, of whom about a tenth are
+    # referred and randomised: enough eligible patients for a few in every arm
+    n = 12 if "access" not in raw else 600
+    r = carcell_in_process("run", example, "--out", out, "-n", n, "--set", "trial.follow_up_days=60", "--no-plots")
     assert r.returncode == 0, r.stderr
     trial = json.loads((out / "trial.json").read_text())
-    raw = load_yaml(example)
     assert [a["name"] for a in raw["trial"]["arms"]] == list(trial["arms"])
     df = pd.read_parquet(out / "patients.parquet")
-    assert len(df) == 12 and set(df["arm"]) <= set(trial["arms"])
-    assert sum(a["n_randomised"] for a in trial["arms"].values()) == 12
+    randomised = 12 if "access" not in raw else int(pd.read_parquet(out / "access.parquet")["referred"].sum())
+    assert len(df) == randomised and set(df["arm"]) <= set(trial["arms"])
+    assert sum(a["n_randomised"] for a in trial["arms"].values()) == randomised
     for arm in trial["arms"].values():
         assert {"orr", "cr", "pfs", "os"} <= set(arm)

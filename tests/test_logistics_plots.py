@@ -1,6 +1,6 @@
 """Figures of the manufacturing chain, cost and access (carcell.report.logistics_plots).
 
-The input tables are built here in the layout of docs/logistics-contract.md, with each
+The input tables are built here in the layout of docs/logistics.md, with each
 patient's intended last stage and loss reason kept beside the table, so the expected funnel
 counts come from how the data were made rather than from the code under test.
 """

@@ -255,7 +255,8 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None)
     trial = trial_summary(result.patients, name=sc.name, disease=sc.indication.disease, criteria=criteria,
                           follow_up_days=sc.trial.follow_up_days, seed=sc.population.seed,
                           reference_arm=result.reference_arm,
-                          landmarks_days=tuple(int(d) for d in sc.trial.landmarks_days))
+                          landmarks_days=tuple(int(d) for d in sc.trial.landmarks_days),
+                          arm_order=[a.name for a in result.arms])
     trial.update(_write_logistics(result, out))
     (out / "trial.json").write_text(json.dumps(trial, indent=2, allow_nan=False) + "\n")
     return trial

@@ -1,1 +1,1 @@
-"""Manufacturing, logistics, cost and access: from referral to infusion (docs/logistics-contract.md)."""
+"""Manufacturing, logistics, cost and access: from referral to infusion (docs/logistics.md)."""

@@ -70,7 +70,7 @@ Process = Generator[simpy.Event, object, object]
 class ChainResult:
     """What happened to every referred patient, and to the resources they shared.
 
-    ``patients``: one row per referral (input columns first), see docs/logistics-contract.md,
+    ``patients``: one row per referral (input columns first), see docs/logistics.md,
     plus ``wait_for_chair_days``, ``wait_for_suite_days``, ``wait_for_qc_days`` (queue waits,
     summed over attempts) and ``wait_for_product_days`` (off-the-shelf: waiting for a dose).
     ``usage``: per whole calendar day, route and resource, the state at the start of the day:

@@ -2,7 +2,7 @@
 
 A :class:`Route` says how long each step from referral to infusion takes (as :class:`Dist`
 objects) and how often things go wrong (probabilities); a :class:`Capacity` says how many
-patients the shared resources take at once. Three kinds of route (docs/logistics-contract.md):
+patients the shared resources take at once. Three kinds of route (docs/logistics.md):
 
 * ``autologous``: the patient's own cells go to a central facility and come back;
 * ``point_of_care``: the same path in a closed automated system at the treating centre, with

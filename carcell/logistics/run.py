@@ -218,6 +218,7 @@ def run_logistics(k: Knowledge, scenario: Scenario,
                   progress: Callable[[str], None] | None = None) -> LogisticsRun:
     """Referral, the chain and chain costs, without the clinical course after infusion."""
     from carcell.logistics.cost import patient_costs   # noqa: PLC0415
+    from carcell.logistics.summary import price_key     # noqa: PLC0415
     from carcell.trial.run import arm_specs, randomise  # noqa: PLC0415 - the trial layer imports this module
 
     sets = {"baseline": {}}
@@ -257,7 +258,8 @@ def run_logistics(k: Knowledge, scenario: Scenario,
             for col in ("icu_days", "tocilizumab_doses", "steroid_days"):
                 rows[col] = 0.0
             spec = next(a for a in specs if a.name == arm_name)
-            c = patient_costs(rows, spec.scenario.product.preset or spec.scenario.product.name, w.route.kind, k)
+            c = patient_costs(rows, price_key(spec.scenario.product.preset or spec.scenario.product.name,
+                                              w.route.kind), w.route.kind, k)
             c.insert(0, "scenario", name)
             c.insert(2, "arm", arm_name)
             c.insert(3, "route", rows["route"].to_numpy())

@@ -70,6 +70,13 @@ def _product_of(arm) -> str:
     return p.preset or p.name
 
 
+def price_key(product: str, route_kind: str) -> str:
+    """What a product is priced as: its list price when made centrally; when made at the point
+    of care or taken off the shelf, the route's cost-based price (a commercial list price is
+    for the commercial process, not for the same cells made another way)."""
+    return product if route_kind == "autologous" else route_kind
+
+
 def trial_costs(result) -> tuple[pd.DataFrame, dict]:
     """Costs per patient (``costs.parquet``) and per arm, with life years, QALYs and ICERs.
 
@@ -94,7 +101,7 @@ def trial_costs(result) -> tuple[pd.DataFrame, dict]:
                 df["apheresis_day"] = flow["apheresis_day"].to_numpy(float)
                 offset = np.nan_to_num(df["referral_to_infusion_days"].to_numpy(float))
                 df["os_days"] = df["os_days"].to_numpy(float) - np.where(df["infused"].astype(bool), offset, 0.0)
-            product = _product_of(arm)
+            product = price_key(_product_of(arm), kind)
             costs = patient_costs(df, product, kind, k)
         costs.insert(1, "arm", arm.name)
         frames.append(costs)

@@ -1,7 +1,7 @@
 """Figures of the manufacturing chain, its costs and access: vein-to-vein time, resource queues,
 patient flow, access by stratum and cost breakdown.
 
-Every figure function takes tables laid out as in docs/logistics-contract.md (the chain's
+Every figure function takes tables laid out as in docs/logistics.md (the chain's
 ``patients`` and ``usage``, the per-patient cost table, the equity table) and returns a
 :class:`matplotlib.figure.Figure` built without pyplot (nothing to close, never shown). An empty
 or missing table gives a figure that says "no data" instead of an error; a table that has rows
@@ -68,7 +68,7 @@ def _require(frame: pd.DataFrame, columns: Iterable[str], table: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise TrialDataError(f"{table} table lacks column(s) {', '.join(missing)}; it has "
-                             f"{', '.join(map(str, frame.columns))} (see docs/logistics-contract.md)")
+                             f"{', '.join(map(str, frame.columns))} (see docs/logistics.md)")
 
 
 def _in_order(values: pd.Series, first: Sequence[str] | None = None) -> list[str]:

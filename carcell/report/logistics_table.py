@@ -44,15 +44,22 @@ def cost_table(cost: dict, title: str = "Cost (USD) and effect") -> Table:
     for col in ("arm", "route", "per patient", "per infused", "per responder", "life years", "QALYs",
                 "ICER per LY", "ICER per QALY"):
         t.add_column(col, justify="left" if col in ("arm", "route") else "right")
+    def ratio(r: dict) -> str:
+        if r["icer"] is None:
+            return r["quadrant"]
+        if r["quadrant"].startswith("less costly"):   # south-west: savings per unit of effect lost
+            return f"saves {_usd(abs(r['icer']))} per unit lost"
+        return _usd(r["icer"])
+
     for arm, a in cost.items():
         vs = a.get("vs_reference")
         icer_ly = icer_q = "reference" if vs is None else "-"
         if vs:
-            icer_ly = _usd(vs["per_life_year"]["icer"]) if vs["per_life_year"]["icer"] is not None else vs["per_life_year"]["quadrant"]
-            icer_q = _usd(vs["per_qaly"]["icer"]) if vs["per_qaly"]["icer"] is not None else vs["per_qaly"]["quadrant"]
+            icer_ly, icer_q = ratio(vs["per_life_year"]), ratio(vs["per_qaly"])
         t.add_row(arm, a["route_kind"], _usd(a["per_patient"]), _usd(a["per_infused"]), _usd(a["per_responder"]),
                   f"{a['life_years']:.2f}", f"{a['qalys']:.2f}", icer_ly, icer_q)
-    t.caption = "per patient = per patient entering the chain (intention to treat); effects restricted to follow-up, discounted"
+    t.caption = ("per patient = per patient entering the chain (intention to treat); effects restricted to "
+                 "follow-up, discounted; ICERs against the reference arm")
     return t
 
 
@@ -61,7 +68,7 @@ def access_table(rows: list[dict], title: str = "Access by stratum") -> Table:
     t = Table(title=title)
     scen = any("scenario" in r for r in rows)
     cols = (["scenario"] if scen else []) + ["stratum", "eligible", "referred", "treated", "treated %",
-                                             "referral-infusion, d", "deaths waiting", "mean cost"]
+                                             "referral-infusion, d", "lost waiting", "mean cost"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("scenario", "stratum") else "right")
     for r in rows:
@@ -73,6 +80,7 @@ def access_table(rows: list[dict], title: str = "Access by stratum") -> Table:
             "-" if r.get("deaths_waiting") is None or r["deaths_waiting"] != r["deaths_waiting"] else f"{r['deaths_waiting']:.0f}",
             "-" if cost is None or cost != cost else _usd(cost)]
         t.add_row(*vals)
+    t.caption = "lost waiting: referred patients who progressed beyond eligibility or died before infusion"
     return t
 
 

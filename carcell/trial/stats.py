@@ -595,16 +595,20 @@ def arm_summary(patients: pd.DataFrame, criteria: str, landmarks_days: Sequence[
 
 def trial_summary(patients: pd.DataFrame, *, name: str, disease: str, criteria: str, follow_up_days: float,
                   seed: int, reference_arm: str | None = None,
-                  landmarks_days: Sequence[float] = (180, 365, 730)) -> dict:
+                  landmarks_days: Sequence[float] = (180, 365, 730),
+                  arm_order: Sequence[str] | None = None) -> dict:
     """The ``trial.json`` dictionary of docs/trial-outputs.md.
 
     Every arm is summarised with :func:`arm_summary`; every arm other than the reference is
     compared with it (:func:`compare_arms`) for PFS and OS, and EFS under marrow_blasts
     criteria. The reference defaults to :func:`default_reference_arm` (first SOC arm, else
-    the first arm; none for a single-arm trial). The result is JSON-safe
+    the first arm; none for a single-arm trial). Arms come in ``arm_order`` when given (the
+    scenario's), else in order of first appearance. The result is JSON-safe
     (``json.dumps(..., allow_nan=False)`` works).
     """
     arms = arms_in_order(patients)
+    if arm_order is not None:   # the scenario's order, for the arms that have patients
+        arms = [a for a in arm_order if a in arms] + [a for a in arms if a not in arm_order]
     if reference_arm is None:
         reference_arm = default_reference_arm(patients)
     elif reference_arm not in arms:
