@@ -153,6 +153,11 @@ def test_an_off_the_shelf_arm_is_infused_sooner_and_costs_are_reported(tmp_path)
     assert set(trial["logistics"]) == {"axi-cel", "CB-CAR-NK"}
     flow = pd.read_parquet(tmp_path / "logistics.parquet")
     assert len(flow) == len(p)
+    from carcell.report.html import build_report
+
+    html = build_report(tmp_path)
+    assert "From referral to infusion" in html and "Cost and effect" in html
+    assert html.count("CB-CAR-NK") >= 1
 
 
 def test_access_randomises_only_the_referred(tmp_path):

@@ -47,6 +47,11 @@ CAPTIONS = {
     "kinetics.png": "CAR kinetics in blood: flow cytometry and qPCR (median and 5-95% of patients)",
     "tumour_burden.png": "Tumour burden relative to baseline (median, 5-95% and individual patients)",
     "toxicity.png": "Maximum CRS and ICANS grades (ASTCT), onset and duration",
+    "vein_to_vein.png": "Vein-to-vein time per route (infused patients; from referral off the shelf)",
+    "patient_flow.png": "Patient flow from referral to infusion, with the losses by reason",
+    "queues_over_time.png": "Utilisation and queues of each resource over calendar time",
+    "cost_breakdown.png": "Mean cost per patient by component (USD thousands)",
+    "access_by_stratum.png": "Share of eligible patients treated, by income and residence stratum",
 }
 
 ENDPOINTS = {"pfs": "PFS", "efs": "EFS", "os": "OS", "dor": "DoR"}
@@ -362,6 +367,60 @@ def _trial_section(trial: dict) -> str:
     return f'<section id="trial"><h2>Trial results: {_e(trial.get("name", ""))}</h2>{lead}{"".join(body)}</section>'
 
 
+def _logistics_section(trial: dict) -> str:
+    """The chain, cost and access tables of a trial with a manufacturing section."""
+    if "logistics" not in trial:
+        return ""
+    usd = lambda v: "—" if _missing(v) else f"${float(v) / 1000:,.0f}k"  # noqa: E731
+    rows = []
+    for route, r in trial["logistics"].items():
+        lost = r["not_infused"]
+        rows.append([route, str(r["referred"]), f'{r["infused"]} ({_pct(r["infused_share"])})',
+                     f'{lost["progression"]} / {lost["death"]} / {lost["manufacturing_failure"]} / {lost["no_product"]}',
+                     _iqr(r["vein_to_vein_days"]),
+                     _iqr(r["referral_to_infusion_days"])])
+    parts = ['<section id="logistics"><h2>From referral to infusion</h2>',
+             _table(["route", "referred", "infused", "not infused: progression / death / failure / no product",
+                     "vein-to-vein, days", "referral to infusion, days"], rows),
+             '<p class="note">Medians (IQR) over infused patients; survival in these arms is counted from '
+             'enrolment (docs/logistics.md).</p>']
+    cost_rows = []
+    for arm, a in (trial.get("cost") or {}).items():
+        vs = a.get("vs_reference") or {}
+        icer = (vs.get("per_qaly") or {})
+        if not vs:
+            icer_text = "reference"
+        elif icer.get("icer") is None:
+            icer_text = icer.get("quadrant", "—")
+        elif str(icer.get("quadrant", "")).startswith("less costly"):   # savings per QALY lost
+            icer_text = f"saves {usd(abs(icer['icer']))} per QALY lost"
+        else:
+            icer_text = usd(icer["icer"])
+        cost_rows.append([arm, a["route_kind"], usd(a["per_patient"]), usd(a["per_infused"]), usd(a["per_responder"]),
+                          _num(a["life_years"]), _num(a["qalys"]), icer_text])
+    if cost_rows:
+        parts += ["<h3>Cost and effect</h3>",
+                  _table(["arm", "route", "per patient (ITT)", "per infused", "per responder", "life years",
+                          "QALYs", "ICER per QALY"], cost_rows)]
+    access_rows = []
+    for arm, a in (trial.get("access") or {}).items():
+        access_rows.append([f"{arm}"])
+        for r in a["strata"]:
+            access_rows.append([str(r["stratum"]), str(r["n_eligible"]), str(r["n_referred"]), str(r["n_infused"]),
+                                _pct(r["fraction_treated"])])
+    if access_rows:
+        parts += ["<h3>Access by stratum</h3>",
+                  _table(["stratum", "eligible", "referred", "infused", "share treated"], access_rows)]
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _iqr(q: object) -> str:
+    if not isinstance(q, dict) or _missing(q.get("median")):
+        return "—"
+    return f'{float(q["median"]):.0f} ({float(q["q1"]):.0f}–{float(q["q3"]):.0f})'
+
+
 def _cohort_section(s: dict) -> str:
     n = s.get("cohort_size")
     failures = s.get("solver_failures") or 0
@@ -645,6 +704,7 @@ def build_report(run_dir: Path) -> str:
     results = []
     if trial is not None:
         results.append(_trial_section(trial))
+        results.append(_logistics_section(trial))
     if summ is not None:
         results.append(_cohort_section(summ))
     toc = [("#results", "Key results"), ("#figures", "Figures"), ("#provenance", "Provenance"),
