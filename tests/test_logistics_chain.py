@@ -478,3 +478,29 @@ def test_dist_samples_match_their_summaries():
     assert isinstance(Dist.lognormal(14, 0.3).sample(rng), float)
     with pytest.raises(ScenarioError, match="exponential mean"):
         Dist.exponential(0)
+
+
+def test_treatment_beds_space_infusions_by_the_stay():
+    """One bed, a 10-day stay and a 2-day schedule: each infusion waits for the previous
+    patient's bed, so infusions come 12 days apart although everyone is ready at once."""
+    route = bare_route(infusion_scheduling=fixed(2), index_stay=fixed(10))
+    refs = referrals("r", np.zeros(6))
+    result = simulate_chain(refs, {"r": route}, {"r": Capacity(treatment_beds=1)}, 500, SEED)
+    assert_valid(result, refs, 500)
+    days = np.sort(result.patients["infusion_day"].to_numpy())
+    assert np.allclose(np.diff(days), 12.0), days
+    assert result.usage.query("resource == 'beds'")["in_use"].max() == 1
+    # unlimited beds: everyone infused on the same day
+    free = simulate_chain(refs, {"r": route}, {}, 500, SEED).patients
+    assert np.ptp(free["infusion_day"]) == 0
+
+
+def test_shipping_lanes_queue_shipments():
+    """One lane and a 3-day shipment out: manufacturing starts come 3 days apart."""
+    route = bare_route(shipping_out=fixed(3))
+    refs = referrals("r", np.zeros(5))
+    result = simulate_chain(refs, {"r": route}, {"r": Capacity(shipping_lanes=1)}, 500, SEED)
+    assert_valid(result, refs, 500)
+    starts = np.sort(result.patients["manufacturing_start_day"].to_numpy())
+    assert np.allclose(np.diff(starts), 3.0), starts
+    assert np.allclose(np.sort(result.patients["wait_for_shipping_days"]), [0, 3, 6, 9, 12])

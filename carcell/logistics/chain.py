@@ -44,7 +44,7 @@ from carcell.units import DAYS_PER_MONTH
 
 STATES = ("infused", "not_infused", "waiting")
 NOT_INFUSED_REASONS = ("progression", "death", "manufacturing_failure", "no_product")
-STEPS = ("apheresis", "slot", "shipping", "manufacturing", "qc", "scheduling", "inventory")
+STEPS = ("apheresis", "slot", "shipping", "manufacturing", "qc", "bed", "scheduling", "inventory")
 REQUIRED_COLUMNS = ("patient_id", "route", "arrival_day", "ineligible_after_days", "death_after_days")
 COLLECTION_DAYS = 1.0          # a collection holds an apheresis chair for one day
 
@@ -59,6 +59,7 @@ _MANUFACTURING_FAILURE = 7
 _OUT_OF_SPEC = 8
 _SHIPPING_BACK = 9
 _SCHEDULING = 10
+_STAY = 13                     # the index stay after infusion (holds a treatment bed)
 _BRIDGING = 11
 _HLA = 12                      # with the batch number: [seed, patient_id, _HLA, batch]
 _BATCH = 0xBA7C4               # batch draws: [seed, route code, batch number, _BATCH]
@@ -71,7 +72,8 @@ class ChainResult:
     """What happened to every referred patient, and to the resources they shared.
 
     ``patients``: one row per referral (input columns first), see docs/logistics.md,
-    plus ``wait_for_chair_days``, ``wait_for_suite_days``, ``wait_for_qc_days`` (queue waits,
+    plus ``wait_for_chair_days``, ``wait_for_suite_days``, ``wait_for_qc_days``,
+    ``wait_for_shipping_days``, ``wait_for_bed_days`` (queue waits,
     summed over attempts) and ``wait_for_product_days`` (off-the-shelf: waiting for a dose).
     ``usage``: per whole calendar day, route and resource, the state at the start of the day:
     ``in_use`` (for ``inventory``: doses in stock; for ``slots``: starts booked in the current
@@ -221,6 +223,8 @@ class _Patient:
     wait_for_chair_days: float = math.nan
     wait_for_suite_days: float = math.nan
     wait_for_qc_days: float = math.nan
+    wait_for_shipping_days: float = math.nan
+    wait_for_bed_days: float = math.nan
     wait_for_product_days: float = math.nan
     attempts: int = 0
     out_of_spec: bool = False
@@ -433,19 +437,23 @@ class _Supply:
         self.chairs = simpy.Resource(env, limit(capacity.apheresis_chairs))
         self.suites = simpy.Resource(env, limit(capacity.suites))
         self.labs = simpy.Resource(env, limit(capacity.qc_labs))
+        self.lanes = simpy.Resource(env, limit(capacity.shipping_lanes))
+        self.beds = simpy.Resource(env, limit(capacity.treatment_beds))
         self.slots = _SlotBook(env, capacity.slots_per_month)
         self.inventory = _Inventory(env, key, route, seed) if route.kind == "off_the_shelf" else None
 
     def snapshot(self) -> list[tuple[str, float, float, int]]:
         """(resource, in use, capacity or NaN, queue)."""
-        if self.inventory is not None:
-            return [("inventory", len(self.inventory.stock), math.nan, len(self.inventory.waiting))]
         cap = (lambda n: math.nan if n is None else float(n))
         c = self.capacity
+        delivery = [("shipping", self.lanes.count, cap(c.shipping_lanes), len(self.lanes.queue)),
+                    ("beds", self.beds.count, cap(c.treatment_beds), len(self.beds.queue))]
+        if self.inventory is not None:
+            return [("inventory", len(self.inventory.stock), math.nan, len(self.inventory.waiting)), *delivery]
         return [("apheresis", self.chairs.count, cap(c.apheresis_chairs), len(self.chairs.queue)),
                 ("slots", self.slots.booked[self.slots.current_month()], cap(c.slots_per_month), self.slots.waiting()),
                 ("manufacturing", self.suites.count, cap(c.suites), len(self.suites.queue)),
-                ("qc", self.labs.count, cap(c.qc_labs), len(self.labs.queue))]
+                ("qc", self.labs.count, cap(c.qc_labs), len(self.labs.queue)), *delivery]
 
 
 # -- the chain --------------------------------------------------------------------------------
@@ -473,7 +481,7 @@ class _Chain:
                 yield from self._wait(p, "slot", booking.ready)
                 p.wait_for_slot_days += self.env.now - booking.booked_day
                 if attempt == 1:       # a re-make starts from material already at the facility
-                    yield from self._delay(p, "shipping", draw.duration(_SHIPPING_OUT, route.shipping_out))
+                    yield from self._ship(p, draw.duration(_SHIPPING_OUT, route.shipping_out))
                 run_days = draw.duration(_MANUFACTURING, route.manufacturing)
                 waited, started = yield from self._use(p, "manufacturing", supply.suites, run_days,
                                                        on_start=lambda: supply.slots.start(booking))
@@ -494,8 +502,8 @@ class _Chain:
         p.release_day = self.env.now
         p.out_of_spec = draw.chance(_OUT_OF_SPEC, route.out_of_spec)
         self._log(p, "released", "out of specification" if p.out_of_spec else "")
-        yield from self._delay(p, "shipping", draw.duration(_SHIPPING_BACK, route.shipping_back))
-        yield from self._delay(p, "scheduling", draw.duration(_SCHEDULING, route.infusion_scheduling), final=True)
+        yield from self._ship(p, draw.duration(_SHIPPING_BACK, route.shipping_back))
+        yield from self._schedule(p)
         return self._end(p, "infused", "")
 
     def _point_of_care(self, p: _Patient) -> Process:
@@ -521,8 +529,8 @@ class _Chain:
         p.release_day = self.env.now
         p.out_of_spec = draw.chance(_OUT_OF_SPEC, route.out_of_spec)
         self._log(p, "allocated", f"batch {batch}")
-        yield from self._delay(p, "shipping", draw.duration(_SHIPPING_BACK, route.shipping_back))
-        yield from self._delay(p, "scheduling", draw.duration(_SCHEDULING, route.infusion_scheduling), final=True)
+        yield from self._ship(p, draw.duration(_SHIPPING_BACK, route.shipping_back))
+        yield from self._schedule(p)
         return self._end(p, "infused", "")
 
     # .. steps ...................................................................................
@@ -539,6 +547,36 @@ class _Chain:
                 return
             self._log(p, "collection_failed", "")
             yield from self._delay(p, "apheresis", p.draws.duration(_RECOLLECTION, p.route.recollection_delay))
+
+    def _ship(self, p: _Patient, days: float) -> Process:
+        """A shipment, on one of the route's shipping lanes (none needed for a zero-day step)."""
+        if days <= 0:
+            yield from self._delay(p, "shipping", 0.0)
+            return
+        waited, _ = yield from self._use(p, "shipping", self.supplies[p.route_key].lanes, days)
+        p.wait_for_shipping_days = _add(p.wait_for_shipping_days, waited)
+
+    def _schedule(self, p: _Patient) -> Process:
+        """A treatment bed, then lymphodepletion and infusion; the bed stays taken for the index
+        stay after infusion, and is given back at once by a patient who leaves before it."""
+        beds = self.supplies[p.route_key].beds
+        asked = self.env.now
+        request = beds.request()
+        try:
+            yield from self._wait(p, "bed", request)
+        except _Left:
+            request.cancel()
+            beds.release(request)
+            raise
+        p.wait_for_bed_days = self.env.now - asked
+        try:
+            yield from self._delay(p, "scheduling", p.draws.duration(_SCHEDULING, p.route.infusion_scheduling),
+                                   final=True)
+        except _Left:
+            beds.release(request)
+            raise
+        stay = self.env.timeout(p.draws.duration(_STAY, p.route.index_stay))
+        stay.callbacks.append(lambda _: beds.release(request))
 
     def _book_slot(self, p: _Patient) -> _Booking:
         booking = self.supplies[p.route_key].slots.book()
@@ -738,6 +776,7 @@ def _patient_table(referrals: pd.DataFrame, patients: list[_Patient]) -> pd.Data
     out["vein_to_vein_days"] = infusion - start
     out["referral_to_infusion_days"] = infusion - arrival
     out["ended_day"] = get("ended_day")
-    for name in ("wait_for_chair_days", "wait_for_suite_days", "wait_for_qc_days", "wait_for_product_days"):
+    for name in ("wait_for_chair_days", "wait_for_suite_days", "wait_for_qc_days", "wait_for_product_days",
+                 "wait_for_shipping_days", "wait_for_bed_days"):
         out[name] = get(name)
     return out

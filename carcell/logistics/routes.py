@@ -139,13 +139,17 @@ class Capacity:
     ``apheresis_chairs``: concurrent collections at all centres together (a collection holds a
     chair for one day); ``slots_per_month``: manufacturing starts allowed per calendar month,
     booked first come first served; ``suites``: concurrent manufacturing runs; ``qc_labs``:
-    concurrent release-testing runs.
+    concurrent release-testing runs; ``shipping_lanes``: shipments under way at once (courier
+    and dry-shipper capacity, out and back); ``treatment_beds``: beds at the treating centres
+    for lymphodepletion, infusion and the index stay (``index_stay`` days after infusion).
     """
 
     apheresis_chairs: int | None = None
     slots_per_month: int | None = None
     suites: int | None = None
     qc_labs: int | None = None
+    shipping_lanes: int | None = None
+    treatment_beds: int | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -184,6 +188,7 @@ class Route:
     out_of_spec: float
     shipping_back: Dist
     infusion_scheduling: Dist            # product at the site to infusion (lymphodepletion included)
+    index_stay: Dist                     # a treatment bed is held this long after infusion
     bridging_fraction: float
     doses_per_batch: int | None = None
     batch_production: Dist | None = None
@@ -227,7 +232,7 @@ class Route:
 
 
 DURATION_FIELDS = ("referral_to_apheresis", "recollection_delay", "shipping_out", "manufacturing", "qc_release",
-                   "shipping_back", "infusion_scheduling")
+                   "shipping_back", "infusion_scheduling", "index_stay")
 PROBABILITY_FIELDS = ("collection_failure", "manufacturing_failure", "out_of_spec", "bridging_fraction",
                       "hla_match_probability")
 BATCH_FIELDS = ("doses_per_batch", "batch_production", "shelf_life_days", "reorder_level")
