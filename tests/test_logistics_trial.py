@@ -207,3 +207,23 @@ def test_pivotal_trials_waits_and_non_infusion_inside_tolerance():
     from logistics_vs_trials import compare
 
     assert compare(K, 600, None) == 0
+
+
+def test_a_costed_comparator_gets_an_icer_and_an_uncosted_one_a_note(tmp_path):
+    from carcell.io.outputs import write_trial_outputs
+
+    raw = _raw(n=24, follow=40, manufacturing={"route": "axi-cel", "referrals_per_month": 12})
+    raw["trial"]["arms"] = [{"name": "car"}, {"name": "soc", "standard_of_care": "LBCL_2L_salvage_ASCT"}]
+    trial = write_trial_outputs(run_trial(validate_raw(raw)), tmp_path)
+    salvage = K.value("costs.comparator.salvage_course")
+    assert trial["cost"]["soc"]["per_patient"] >= salvage          # everyone has a salvage course
+    assert trial["cost"]["car"]["vs_reference"]["reference"] == "soc"
+    costs = pd.read_parquet(tmp_path / "costs.parquet")
+    assert np.allclose(costs.drop(columns=["patient_id", "arm", "total"]).sum(axis=1), costs["total"])
+
+    raw = {**_raw(n=24, follow=40, manufacturing={"route": "ide-cel", "referrals_per_month": 12}),
+           "product": {"preset": "ide-cel"}, "indication": {"disease": "MM"}}
+    raw["trial"]["arms"] = [{"name": "car"}, {"name": "soc", "standard_of_care": "MM_standard_regimens"}]
+    trial = write_trial_outputs(run_trial(validate_raw(raw)), tmp_path / "mm")
+    assert "no cost data" in trial["cost"]["soc"]["note"]
+    assert "vs_reference" not in trial["cost"]["car"]

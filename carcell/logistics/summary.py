@@ -15,9 +15,11 @@ import pandas as pd
 
 from carcell.knowledge import load_knowledge
 from carcell.logistics.access import equity_gaps, equity_table
-from carcell.logistics.cost import comparator_costs, cost_summary, icer, life_years, patient_costs, qalys
+from carcell.logistics.cost import COMPONENTS, comparator_costs, cost_summary, icer, life_years, patient_costs, qalys
 
 REASONS = ("progression", "death", "manufacturing_failure", "no_product")
+# comparators whose care comparator_costs prices (second-line LBCL salvage and transplant)
+COSTED_COMPARATORS = ("LBCL_2L_salvage_ASCT",)
 
 
 def _quartiles(x: pd.Series) -> dict:
@@ -91,7 +93,15 @@ def trial_costs(result) -> tuple[pd.DataFrame, dict]:
         if df.empty:
             continue
         if arm.kind == "soc":
+            if arm.standard_of_care not in COSTED_COMPARATORS:
+                arms[arm.name] = {"product": arm.standard_of_care, "route_kind": "standard_of_care",
+                                  "note": f"no cost data for {arm.standard_of_care} in costs.yaml (costed: "
+                                          f"{', '.join(COSTED_COMPARATORS)})"}
+                continue
             costs = comparator_costs(df, k)
+            for c in COMPONENTS:   # the comparator's own components (salvage, transplant) come first
+                costs[c] = 0.0
+            costs = costs[["patient_id", "salvage", "transplant", *COMPONENTS, "total"]]
             product, kind = arm.standard_of_care, "standard_of_care"
         else:
             kind = "autologous"
@@ -114,15 +124,15 @@ def trial_costs(result) -> tuple[pd.DataFrame, dict]:
             "horizon_days": horizon,
         }
     ref = result.reference_arm
-    if ref in arms:
+    if ref in arms and "per_patient" in arms[ref]:
         for name, a in arms.items():
-            if name != ref:
+            if name != ref and "per_patient" in a:
                 a["vs_reference"] = {"reference": ref,
                                      "per_life_year": icer(a["per_patient"], a["life_years"],
                                                            arms[ref]["per_patient"], arms[ref]["life_years"]),
                                      "per_qaly": icer(a["per_patient"], a["qalys"],
                                                       arms[ref]["per_patient"], arms[ref]["qalys"])}
-    costs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    costs = pd.concat(frames, ignore_index=True).fillna({"salvage": 0.0, "transplant": 0.0}) if frames else pd.DataFrame()
     return costs, arms
 
 

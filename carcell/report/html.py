@@ -386,6 +386,9 @@ def _logistics_section(trial: dict) -> str:
              'enrolment (docs/logistics.md).</p>']
     cost_rows = []
     for arm, a in (trial.get("cost") or {}).items():
+        if "per_patient" not in a:
+            cost_rows.append([arm, a["route_kind"], a.get("note", "—"), "—", "—", "—", "—", "—"])
+            continue
         vs = a.get("vs_reference") or {}
         icer = (vs.get("per_qaly") or {})
         if not vs:

@@ -52,6 +52,9 @@ def cost_table(cost: dict, title: str = "Cost (USD) and effect") -> Table:
         return _usd(r["icer"])
 
     for arm, a in cost.items():
+        if "per_patient" not in a:
+            t.add_row(arm, a["route_kind"], a.get("note", "-"), *["-"] * 6)
+            continue
         vs = a.get("vs_reference")
         icer_ly = icer_q = "reference" if vs is None else "-"
         if vs:
