@@ -227,3 +227,14 @@ def test_a_costed_comparator_gets_an_icer_and_an_uncosted_one_a_note(tmp_path):
     trial = write_trial_outputs(run_trial(validate_raw(raw)), tmp_path / "mm")
     assert "no cost data" in trial["cost"]["soc"]["note"]
     assert "vs_reference" not in trial["cost"]["car"]
+
+
+@pytest.mark.parametrize("access, needle", [
+    ({"region": "US_DLBCL_3L", "levers": {"centre_factor": 2}}, "access.levers.*centre_factor"),
+    ({"region": "US_DLBCL_3L", "compare": {"x": {"centres_factor": -1}}}, "access.compare.x.*centres_factor"),
+    ({"region": "US_DLBCL_3L", "compare": {"x": {"route": "point-of-care"}}}, "did you mean 'point_of_care'"),
+    ({"region": "US_DLBCL"}, "did you mean 'US_DLBCL_3L'"),
+])
+def test_bad_access_levers_are_caught_when_the_scenario_loads(access, needle):
+    with pytest.raises(ScenarioError, match=needle):
+        validate_raw(_raw(manufacturing={"route": "axi-cel"}, access=access), "s.yaml")

@@ -335,6 +335,22 @@ class Access(_Section):
 
         return check_known(v, region_names(), "access region")
 
+    @model_validator(mode="after")
+    def _levers(self) -> Access:
+        from carcell.logistics.access import load_region, region_with  # noqa: PLC0415
+
+        region = load_region(self.region)
+        for where, levers in [("levers", self.levers), *((f"compare.{k}", v) for k, v in self.compare.items())]:
+            if not isinstance(levers, dict):
+                raise ValueError(f"access.{where}: give a mapping of levers, e.g. {{centres_factor: 2}}")
+            try:
+                region_with(region, levers)
+            except ValueError as err:
+                raise ValueError(f"access.{where}: {err}") from None
+            if "route" in levers:
+                check_known(levers["route"], _route_names(), "manufacturing route")
+        return self
+
 
 class Arm(_Section):
     """One arm of a trial: the scenario's product with overrides, or a standard-of-care comparator."""
