@@ -230,8 +230,8 @@ def test_a_costed_comparator_gets_an_icer_and_an_uncosted_one_a_note(tmp_path):
 
 
 @pytest.mark.parametrize("access, needle", [
-    ({"region": "US_DLBCL_3L", "levers": {"centre_factor": 2}}, "access.levers.*centre_factor"),
-    ({"region": "US_DLBCL_3L", "compare": {"x": {"centres_factor": -1}}}, "access.compare.x.*centres_factor"),
+    ({"region": "US_DLBCL_3L", "levers": {"centre_factor": 2}}, "access: levers.*centre_factor"),
+    ({"region": "US_DLBCL_3L", "compare": {"x": {"centres_factor": -1}}}, "access: compare.x.*centres_factor"),
     ({"region": "US_DLBCL_3L", "compare": {"x": {"route": "point-of-care"}}}, "did you mean 'point_of_care'"),
     ({"region": "US_DLBCL"}, "did you mean 'US_DLBCL_3L'"),
 ])

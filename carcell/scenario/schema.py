@@ -342,11 +342,11 @@ class Access(_Section):
         region = load_region(self.region)
         for where, levers in [("levers", self.levers), *((f"compare.{k}", v) for k, v in self.compare.items())]:
             if not isinstance(levers, dict):
-                raise ValueError(f"access.{where}: give a mapping of levers, e.g. {{centres_factor: 2}}")
+                raise ValueError(f"{where}: give a mapping of levers, e.g. {{centres_factor: 2}}")
             try:
                 region_with(region, levers)
             except ValueError as err:
-                raise ValueError(f"access.{where}: {err}") from None
+                raise ValueError(f"{where}: {err}") from None
             if "route" in levers:
                 check_known(levers["route"], _route_names(), "manufacturing route")
         return self
