@@ -31,6 +31,12 @@ from carcell.units import DAYS_PER_MONTH
 SEED = 20240611
 
 
+def _routes() -> dict[str, Route]:
+    """The bundled routes with nobody screened out at evaluation (the tests follow patients
+    through the later steps; screening has its own test)."""
+    return {name: route_with(r, {"screen_failure": 0.0}) for name, r in load_routes().items()}
+
+
 def fixed(days: float) -> dict:
     return {"kind": "fixed", "value": days}
 
@@ -39,7 +45,8 @@ def bare_route(**steps) -> Route:
     """axi-cel with every step zero and nothing failing, then ``steps`` over it."""
     base = {"referral_to_apheresis": fixed(0), "collection_failure": 0.0, "shipping_out": fixed(0),
             "manufacturing": fixed(0), "qc_release": fixed(0), "manufacturing_failure": 0.0, "out_of_spec": 0.0,
-            "shipping_back": fixed(0), "infusion_scheduling": fixed(0), "bridging_fraction": 0.0}
+            "shipping_back": fixed(0), "infusion_scheduling": fixed(0), "bridging_fraction": 0.0,
+            "screen_failure": 0.0}
     return route_with(load_routes()["axi-cel"], {**base, **steps})
 
 
@@ -101,7 +108,7 @@ def assert_valid(result: ChainResult, refs: pd.DataFrame, horizon: float) -> Non
 
 def test_every_patient_ends_in_one_state_on_every_route():
     """All default routes at default capacity, with patients who progress, die, fail and wait."""
-    routes = load_routes()
+    routes = _routes()
     rng = np.random.default_rng(3)
     frames = []
     for i, name in enumerate(routes):
@@ -218,7 +225,7 @@ def test_suite_wait_matches_erlang_c():
 def test_off_the_shelf_has_no_manufacturing_wait():
     """With stock ample (one 100-dose batch for 40 patients), CB-CAR-NK patients are infused
     within days of referral; axi-cel patients wait for apheresis and a manufacturing run."""
-    routes = load_routes()
+    routes = _routes()
     routes["axi-cel"] = route_with(routes["axi-cel"], {"manufacturing_failure": 0.0})   # all reach infusion
     arrival = np.arange(40) * 3.0
     refs = pd.concat([referrals("CB-CAR-NK", arrival), referrals("axi-cel", arrival, first_id=100)],
@@ -236,7 +243,7 @@ def test_off_the_shelf_has_no_manufacturing_wait():
 
 def test_off_the_shelf_patients_wait_when_stock_runs_out():
     """A 5-dose batch for 20 patients arriving at once: the rest wait for new batches."""
-    route = route_with(load_routes()["CB-CAR-NK"], {"doses_per_batch": 5, "reorder_level": 0,
+    route = route_with(_routes()["CB-CAR-NK"], {"doses_per_batch": 5, "reorder_level": 0,
                                                      "batch_production": fixed(10), "qc_release": fixed(5),
                                                      "manufacturing_failure": 0.0, "referral_to_apheresis": fixed(0)})
     refs = referrals("nk", np.zeros(20))
@@ -308,7 +315,7 @@ def _by_id(df: pd.DataFrame) -> pd.DataFrame:
 def test_results_do_not_depend_on_row_order_or_on_other_patients():
     """At unlimited capacity patients do not interact, so each one's row is the same whether
     the rows are shuffled or only a subset is simulated."""
-    routes, refs, horizon = load_routes(), _unlimited_referrals(), 400.0
+    routes, refs, horizon = _routes(), _unlimited_referrals(), 400.0
     full = simulate_chain(refs, routes, {}, horizon, SEED)
     assert_valid(full, refs, horizon)
     assert {"infused", "not_infused"} <= set(full.patients["state"])
@@ -323,7 +330,7 @@ def test_results_do_not_depend_on_row_order_or_on_other_patients():
 
 
 def test_same_seed_same_frames_other_seed_other_draws():
-    routes, refs, horizon = load_routes(), _unlimited_referrals(), 400.0
+    routes, refs, horizon = _routes(), _unlimited_referrals(), 400.0
     capacity = {"axi-cel": Capacity(slots_per_month=8), "point_of_care": Capacity(suites=1)}
     a = simulate_chain(refs, routes, capacity, horizon, SEED)
     b = simulate_chain(refs, routes, capacity, horizon, SEED)
@@ -335,13 +342,13 @@ def test_same_seed_same_frames_other_seed_other_draws():
 
 def test_bridged_column_given_is_kept_and_drawn_share_follows_the_route():
     refs = referrals("axi-cel", np.arange(2000) * 0.1)
-    result = simulate_chain(refs, load_routes(), {}, 10.0, SEED)
+    result = simulate_chain(refs, _routes(), {}, 10.0, SEED)
     assert_valid(result, refs, 10.0)
     share = result.patients["bridged"].mean()
     p = load_routes()["axi-cel"].bridging_fraction
     assert share == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / 2000))
     refs["bridged"] = np.arange(2000) % 2 == 0
-    again = simulate_chain(refs, load_routes(), {}, 10.0, SEED)
+    again = simulate_chain(refs, _routes(), {}, 10.0, SEED)
     assert (again.patients["bridged"] == refs["bridged"]).all()
 
 
@@ -370,7 +377,7 @@ def test_patients_whose_time_runs_out_before_infusion_are_not_infused():
 
 
 def test_infinite_times_mean_nobody_drops_out():
-    routes = load_routes()
+    routes = _routes()
     rng = np.random.default_rng(2)
     refs = pd.concat([referrals(name, rng.uniform(0, 100, 30), first_id=100 * i) for i, name in enumerate(routes)],
                      ignore_index=True)
@@ -394,7 +401,7 @@ def test_waiting_at_the_horizon_reports_the_step():
 
 
 def test_bad_referrals_are_rejected_with_the_fix():
-    routes = load_routes()
+    routes = _routes()
     refs = referrals("axi-cel", [0.0, 1.0])
     with pytest.raises(ScenarioError, match="lack column.*death_after_days"):
         simulate_chain(refs.drop(columns="death_after_days"), routes, {}, 10, SEED)
@@ -409,7 +416,7 @@ def test_bad_referrals_are_rejected_with_the_fix():
 # -- the knowledge file ---------------------------------------------------------------------------
 
 def test_every_route_in_the_knowledge_file_loads():
-    routes = load_routes()
+    routes = _routes()
     names = load_knowledge().names("manufacturing.routes")
     assert sorted(routes) == sorted(names)
     assert {"axi-cel", "tisa-cel", "liso-cel", "ide-cel", "cilta-cel", "point_of_care", "CB-CAR-NK",
@@ -428,7 +435,7 @@ def test_every_route_in_the_knowledge_file_loads():
 
 def test_trials_name_known_routes_and_targets():
     k = load_knowledge()
-    routes = load_routes()
+    routes = _routes()
     intervals = {"apheresis_to_infusion", "enrolment_to_infusion", "apheresis_to_release", "apheresis_to_delivery"}
     trials = k.names("manufacturing.trials")
     assert {"ZUMA-1", "JULIET", "ELIANA", "KarMMa"} <= set(trials)
@@ -504,3 +511,16 @@ def test_shipping_lanes_queue_shipments():
     starts = np.sort(result.patients["manufacturing_start_day"].to_numpy())
     assert np.allclose(np.diff(starts), 3.0), starts
     assert np.allclose(np.sort(result.patients["wait_for_shipping_days"]), [0, 3, 6, 9, 12])
+
+
+def test_a_share_of_referrals_is_found_ineligible_at_evaluation():
+    """screen_failure: that share leaves as "ineligible" when the referral step ends, before
+    any apheresis (autologous) or dose (off the shelf)."""
+    n = 20_000
+    for route in (bare_route(referral_to_apheresis=fixed(5), screen_failure=0.2),
+                  route_with(_routes()["CB-CAR-NK"], {"screen_failure": 0.2, "referral_to_apheresis": fixed(5)})):
+        df = simulate_chain(referrals("r", np.arange(n) * 0.001), {"r": route}, {}, 2_000, SEED).patients
+        out = df[df["reason"] == "ineligible"]
+        assert abs(len(out) / n - 0.2) < 4 * math.sqrt(0.2 * 0.8 / n), len(out) / n
+        assert (out["state"] == "not_infused").all() and out["apheresis_day"].isna().all()
+        assert np.allclose(out["ended_day"] - out["arrival_day"], 5.0)

@@ -105,7 +105,7 @@ def test_every_patient_is_infused_or_has_a_reason(chained):
     assert len(p) == 40 and set(flow["patient_id"]) == set(p["patient_id"])
     infused = p["infused"].astype(bool)
     assert (p.loc[infused, "not_infused_reason"] == "").all()
-    assert p.loc[~infused, "not_infused_reason"].isin(["progression", "death", "manufacturing_failure",
+    assert p.loc[~infused, "not_infused_reason"].isin(["ineligible", "progression", "death", "manufacturing_failure",
                                                         "no_product", "still_waiting"]).all()
     assert infused.sum() == (flow["state"] == "infused").sum()
     # survival from enrolment: an infused patient was alive at least until infusion

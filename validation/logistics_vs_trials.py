@@ -6,7 +6,8 @@ enrolled patients never infused, for ZUMA-1, JULIET, ELIANA and KarMMa.
 
 Each trial's conditions come from knowledge/data/manufacturing.yaml (``trials``): the route,
 the enrolment rate (enrolled / enrolment months), the bridging share. Enrolment is taken as
-leukapheresis (``referral_to_apheresis`` = 0), as in these trials. The virtual patients are the
+leukapheresis (``referral_to_apheresis`` = 0, and no screen failures: the trials count patients
+enrolled after screening). The virtual patients are the
 trial's example population (examples/trial_*.yaml, with its calibration), whose tumours grow
 while they wait (carcell/logistics/waiting.py). Capacity is the route's default (unlimited).
 
@@ -54,7 +55,7 @@ def trial_scenario(k, trial: str, n: int, fold: float | None):
     rate = float(t["enrolled"]["value"]) / float(t["enrolment_months"]["value"])
     raw["manufacturing"] = {
         "route": t["route"], "referrals_per_month": rate, "eligibility_fold": fold,
-        "steps": {"referral_to_apheresis": {"kind": "fixed", "value": 0.0},
+        "steps": {"referral_to_apheresis": {"kind": "fixed", "value": 0.0}, "screen_failure": 0.0,
                   "bridging_fraction": float(t["bridging_fraction"]["value"])}}
     return validate_raw(raw, f"{trial} ({EXAMPLES[trial]})")
 

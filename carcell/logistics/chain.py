@@ -3,8 +3,8 @@
 Each referred patient is a SimPy process that walks the path of their route's kind; one
 function per kind reads as that path:
 
-* :meth:`_Chain._autologous` (and point of care, the same path without shipping): referral ->
-  apheresis (a chair for one day; a failed collection is repeated) -> book a manufacturing slot
+* :meth:`_Chain._autologous` (and point of care, the same path without shipping): referral and
+  evaluation (a share is found ineligible) -> apheresis (a chair for one day; a failed collection is repeated) -> book a manufacturing slot
   in the first calendar month with one free -> ship the cells out -> manufacture (a suite) ->
   release testing (a QC lab); a failed attempt is re-made in a new slot up to ``max_attempts``
   -> ship the product back -> schedule the infusion (lymphodepletion) -> infused;
@@ -43,7 +43,7 @@ from carcell.logistics.routes import Capacity, Dist, Route
 from carcell.units import DAYS_PER_MONTH
 
 STATES = ("infused", "not_infused", "waiting")
-NOT_INFUSED_REASONS = ("progression", "death", "manufacturing_failure", "no_product")
+NOT_INFUSED_REASONS = ("ineligible", "progression", "death", "manufacturing_failure", "no_product")
 STEPS = ("apheresis", "slot", "shipping", "manufacturing", "qc", "bed", "scheduling", "inventory")
 REQUIRED_COLUMNS = ("patient_id", "route", "arrival_day", "ineligible_after_days", "death_after_days")
 COLLECTION_DAYS = 1.0          # a collection holds an apheresis chair for one day
@@ -60,6 +60,7 @@ _OUT_OF_SPEC = 8
 _SHIPPING_BACK = 9
 _SCHEDULING = 10
 _STAY = 13                     # the index stay after infusion (holds a treatment bed)
+_SCREEN = 14                   # found ineligible at evaluation
 _BRIDGING = 11
 _HLA = 12                      # with the batch number: [seed, patient_id, _HLA, batch]
 _BATCH = 0xBA7C4               # batch draws: [seed, route code, batch number, _BATCH]
@@ -473,6 +474,8 @@ class _Chain:
         -> schedule -> infuse."""
         route, draw, supply = p.route, p.draws, self.supplies[p.route_key]
         yield from self._delay(p, "apheresis", draw.duration(_REFERRAL, route.referral_to_apheresis))
+        if draw.chance(_SCREEN, route.screen_failure):
+            return self._end(p, "not_infused", "ineligible")
         yield from self._collect(p)
         for attempt in range(1, route.max_attempts + 1):
             p.attempts = attempt
@@ -515,6 +518,8 @@ class _Chain:
         """Referral -> a dose from stock (waiting only if none suits) -> ship -> schedule -> infuse."""
         route, draw, stock = p.route, p.draws, self.supplies[p.route_key].inventory
         yield from self._delay(p, "inventory", draw.duration(_REFERRAL, route.referral_to_apheresis))
+        if draw.chance(_SCREEN, route.screen_failure):
+            return self._end(p, "not_infused", "ineligible")
         asked = self.env.now
         claim = stock.claim(p)
         try:

@@ -190,6 +190,7 @@ class Route:
     infusion_scheduling: Dist            # product at the site to infusion (lymphodepletion included)
     index_stay: Dist                     # a treatment bed is held this long after infusion
     bridging_fraction: float
+    screen_failure: float                # found ineligible at evaluation, at the end of referral_to_apheresis
     doses_per_batch: int | None = None
     batch_production: Dist | None = None
     shelf_life_days: float | None = None
@@ -234,7 +235,7 @@ class Route:
 DURATION_FIELDS = ("referral_to_apheresis", "recollection_delay", "shipping_out", "manufacturing", "qc_release",
                    "shipping_back", "infusion_scheduling", "index_stay")
 PROBABILITY_FIELDS = ("collection_failure", "manufacturing_failure", "out_of_spec", "bridging_fraction",
-                      "hla_match_probability")
+                      "hla_match_probability", "screen_failure")
 BATCH_FIELDS = ("doses_per_batch", "batch_production", "shelf_life_days", "reorder_level")
 _INT_FIELDS = ("max_attempts", "doses_per_batch", "reorder_level")
 #: fields a scenario may override (route_with); name, kind, description and capacity are not steps

@@ -17,7 +17,7 @@ from carcell.knowledge import load_knowledge
 from carcell.logistics.access import equity_gaps, equity_table
 from carcell.logistics.cost import COMPONENTS, comparator_costs, cost_summary, icer, life_years, patient_costs, qalys
 
-REASONS = ("progression", "death", "manufacturing_failure", "no_product")
+REASONS = ("ineligible", "progression", "death", "manufacturing_failure", "no_product")
 # comparators whose care comparator_costs prices (second-line LBCL salvage and transplant)
 COSTED_COMPARATORS = ("LBCL_2L_salvage_ASCT",)
 

@@ -376,11 +376,12 @@ def _logistics_section(trial: dict) -> str:
     for route, r in trial["logistics"].items():
         lost = r["not_infused"]
         rows.append([route, str(r["referred"]), f'{r["infused"]} ({_pct(r["infused_share"])})',
-                     f'{lost["progression"]} / {lost["death"]} / {lost["manufacturing_failure"]} / {lost["no_product"]}',
+                     f'{lost.get("ineligible", 0)} / {lost["progression"]} / {lost["death"]} / '
+                     f'{lost["manufacturing_failure"]} / {lost["no_product"]}',
                      _iqr(r["vein_to_vein_days"]),
                      _iqr(r["referral_to_infusion_days"])])
     parts = ['<section id="logistics"><h2>From referral to infusion</h2>',
-             _table(["route", "referred", "infused", "not infused: progression / death / failure / no product",
+             _table(["route", "referred", "infused", "not infused: ineligible / progression / death / failure / no product",
                      "vein-to-vein, days", "referral to infusion, days"], rows),
              '<p class="note">Medians (IQR) over infused patients; survival in these arms is counted from '
              'enrolment (docs/logistics.md).</p>']

@@ -38,12 +38,12 @@ DPI = 120
 ROUTE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
                 "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 #: resources in the order the chain uses them; others follow in order of first appearance
-RESOURCE_ORDER = ("apheresis", "slots", "manufacturing", "qc", "shipping", "scheduling", "inventory")
+RESOURCE_ORDER = ("apheresis", "slots", "manufacturing", "qc", "shipping", "beds", "scheduling", "inventory")
 #: patient-flow stages: key -> axis label
 FLOW_STAGES = {"eligible": "eligible", "referred": "referred", "apheresis": "apheresis",
                "released": "product released\n(or allocated)", "infused": "infused"}
 #: reasons a patient leaves the flow, in stacking order, with their colours
-LOSS_COLORS = {"not referred": "#92c5de", "progression": "#d6604d", "death": "#1a1a1a",
+LOSS_COLORS = {"not referred": "#92c5de", "ineligible": "#b8e186", "progression": "#d6604d", "death": "#1a1a1a",
                "manufacturing_failure": "#e08214", "no_product": "#762a83", "still waiting": "#bababa",
                "unknown": "#f1b6da"}
 #: cost components of carcell.logistics.cost, bottom to top of each stack, with their colours

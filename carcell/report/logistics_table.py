@@ -23,14 +23,15 @@ def _usd(x: float | None) -> str:
 def chain_table(summary: dict, title: str = "From referral to infusion") -> Table:
     """Per route (and lever set): flow, times, and the busiest resource."""
     t = Table(title=title)
-    for col in ("route", "referred", "infused", "progressed", "died", "mfg failure", "no product",
+    for col in ("route", "referred", "infused", "ineligible", "progressed", "died", "mfg failure", "no product",
                 "waiting", "vein-to-vein, d", "referral-infusion, d", "slot wait, d", "busiest resource"):
         t.add_column(col, justify="left" if col in ("route", "busiest resource") else "right")
     for route, s in summary.items():
         ni = s["not_infused"]
         busy = [(r, v["mean_utilisation"]) for r, v in s["resources"].items() if v["mean_utilisation"] is not None]
         busiest = max(busy, key=lambda rv: rv[1]) if busy else None
-        t.add_row(route, str(s["referred"]), f"{s['infused']} ({_pct(s['infused_share'])})", str(ni["progression"]),
+        t.add_row(route, str(s["referred"]), f"{s['infused']} ({_pct(s['infused_share'])})",
+                  str(ni.get("ineligible", 0)), str(ni["progression"]),
                   str(ni["death"]), str(ni["manufacturing_failure"]), str(ni["no_product"]), str(s["still_waiting"]),
                   _days(s["vein_to_vein_days"]), _days(s["referral_to_infusion_days"]),
                   _days(s["wait_for_slot_days"]),
