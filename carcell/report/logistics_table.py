@@ -45,11 +45,11 @@ def cost_table(cost: dict, title: str = "Cost (USD) and effect") -> Table:
     for col in ("arm", "route", "per patient", "per infused", "per responder", "life years", "QALYs",
                 "ICER per LY", "ICER per QALY"):
         t.add_column(col, justify="left" if col in ("arm", "route") else "right")
-    def ratio(r: dict) -> str:
+    def ratio(r: dict, unit: str) -> str:
         if r["icer"] is None:
             return r["quadrant"]
         if r["quadrant"].startswith("less costly"):   # south-west: savings per unit of effect lost
-            return f"saves {_usd(abs(r['icer']))} per unit lost"
+            return f"saves {_usd(abs(r['icer']))} per {unit} lost"
         return _usd(r["icer"])
 
     for arm, a in cost.items():
@@ -59,7 +59,7 @@ def cost_table(cost: dict, title: str = "Cost (USD) and effect") -> Table:
         vs = a.get("vs_reference")
         icer_ly = icer_q = "reference" if vs is None else "-"
         if vs:
-            icer_ly, icer_q = ratio(vs["per_life_year"]), ratio(vs["per_qaly"])
+            icer_ly, icer_q = ratio(vs["per_life_year"], "LY"), ratio(vs["per_qaly"], "QALY")
         t.add_row(arm, a["route_kind"], _usd(a["per_patient"]), _usd(a["per_infused"]), _usd(a["per_responder"]),
                   f"{a['life_years']:.2f}", f"{a['qalys']:.2f}", icer_ly, icer_q)
     t.caption = ("per patient = per patient entering the chain (intention to treat); effects restricted to "
