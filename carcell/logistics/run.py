@@ -133,11 +133,23 @@ def run_trial_chain(k: Knowledge, scenario: Scenario, arms: list[tuple[str, Scen
     return TrialChain(result, waiting, horizon)
 
 
-def eligible_population(scenario: Scenario) -> pd.DataFrame:
-    """The access region's eligible patients (``population.n`` of them), who is referred, when."""
+def referrals(scenario: Scenario, specs: list, region_levers: dict | None = None
+              ) -> tuple[pd.DataFrame | None, np.ndarray, np.ndarray | None]:
+    """Who enters the trial, and when each patient id is referred.
+
+    Returns the access region's eligible patients (``population.n`` of them; None without an
+    access section), a mask of the ids that enter the trial (the referred ones; all without
+    access), and each id's referral day (None when no CAR arm has a manufacturing chain)."""
+    n, seed = scenario.population.n, scenario.population.seed
+    chained = [m for a in specs if a.kind == "car"
+               and (m := arm_manufacturing(scenario, a.manufacturing)) is not None]
     a = scenario.access
-    region = region_with(load_region(a.region), a.levers)
-    return sample_population(region, scenario.population.n, a.period_days, scenario.population.seed)
+    if a is not None:
+        region = region_with(region_with(load_region(a.region), a.levers), region_levers)
+        population = sample_population(region, n, a.period_days, seed)
+        return population, population["referred"].to_numpy(bool), population["arrival_day"].to_numpy(float)
+    arrival = referral_days(n, chained[0].referrals_per_month, seed) if chained else None
+    return None, np.ones(n, dtype=bool), arrival
 
 
 def from_enrolment(df: pd.DataFrame, offset: np.ndarray, follow_up: float) -> pd.DataFrame:
@@ -192,7 +204,6 @@ def with_levers(scenario: Scenario, levers: dict) -> tuple[Scenario, dict]:
     for m in sections:
         if "route" in route_levers:
             m["route"] = route_levers["route"]
-            m["steps"] = {key: v for key, v in m.get("steps", {}).items()}
         if "slots_factor" in route_levers:
             base = load_routes()[m["route"]].capacity.slots_per_month
             current = m.get("capacity", {}).get("slots_per_month", base)
@@ -232,22 +243,12 @@ def run_logistics(k: Knowledge, scenario: Scenario,
         n, seed = sc.population.n, sc.population.seed
         specs = arm_specs(sc)
         allocation = randomise(n, [a.ratio for a in specs], seed)
-        in_trial = np.ones(n, dtype=bool)
-        population = None
-        if sc.access is not None:
-            region = region_with(region_with(load_region(sc.access.region), sc.access.levers), region_levers)
-            population = sample_population(region, n, sc.access.period_days, seed)
-            in_trial = population["referred"].to_numpy(bool)
-            arrival = population["arrival_day"].to_numpy(float)
-        else:
-            m = next(arm_manufacturing(sc, a.manufacturing) for a in specs
-                     if a.kind == "car" and arm_manufacturing(sc, a.manufacturing) is not None)
-            arrival = referral_days(n, m.referrals_per_month, seed)
+        population, in_trial, arrival = referrals(sc, specs, region_levers)
+        if arrival is None:
+            raise ValueError("no CAR arm has a manufacturing route; add a manufacturing section")
         arms = [(a.name, a.scenario, a.manufacturing, np.flatnonzero((allocation == j) & in_trial))
                 for j, a in enumerate(specs) if a.kind == "car"]
         chain = run_trial_chain(k, sc, arms, arrival)
-        if chain is None:
-            raise ValueError("no CAR arm has a manufacturing route; add a manufacturing section")
         flow = chain.result.patients.copy()
         flow.insert(0, "scenario", name)
         for arm_name, w in chain.arms.items():
@@ -280,10 +281,8 @@ def run_logistics(k: Knowledge, scenario: Scenario,
             pop.loc[seen, "state"] = f.loc[ids[seen], "state"].to_numpy()
             pop.loc[seen, "reason"] = f.loc[ids[seen], "reason"].to_numpy()
             pop.loc[seen, "referral_to_infusion_days"] = f.loc[ids[seen], "referral_to_infusion_days"].to_numpy()
-            cost_of = dict(zip(costs[-1]["patient_id"], costs[-1]["total"])) if costs else {}
-            for c in costs:
-                if c["scenario"].iat[0] == name:
-                    cost_of.update(zip(c["patient_id"], c["total"]))
+            cost_of = {pid: total for c in costs if c["scenario"].iat[0] == name
+                       for pid, total in zip(c["patient_id"], c["total"])}
             pop["cost_total"] = pop["patient_id"].map(cost_of)
             pops.append(pop)
     return LogisticsRun(scenario, pd.concat(flows, ignore_index=True), pd.concat(usages, ignore_index=True),

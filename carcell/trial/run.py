@@ -22,8 +22,7 @@ from carcell.knowledge import load_knowledge
 from carcell.scenario.load import validate_raw
 from carcell.scenario.schema import Scenario
 from carcell.trial.soc import soc_patients
-from carcell.logistics.run import (TrialChain, arm_manufacturing, eligible_population, from_enrolment,
-                                   referral_days, run_trial_chain, with_chain_columns)
+from carcell.logistics.run import TrialChain, from_enrolment, referrals, run_trial_chain, with_chain_columns
 from carcell.trial.survival import DeathModel, endpoints, not_infused, uniforms
 
 _RANDOMISATION_ENTROPY = 0x7A11   # mixed with the seed: the allocation stream, apart from every patient's
@@ -165,20 +164,11 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
     allocation = randomise(n, [a.ratio for a in specs], seed)
     ids_all = np.arange(n, dtype=np.int64)
     deaths = DeathModel.from_knowledge(k, scenario.indication.disease)
-    population, chain = None, None
-    in_trial = np.ones(n, dtype=bool)
-    if scenario.access is not None:
-        population = eligible_population(scenario)
-        in_trial = population["referred"].to_numpy(bool)
-    chained = [(a.name, a.scenario, a.manufacturing, ids_all[(allocation == j) & in_trial])
-               for j, a in enumerate(specs) if a.kind == "car"]
-    if any(arm_manufacturing(scenario, a[2]) is not None for a in chained):
-        if population is not None:
-            arrival = population["arrival_day"].to_numpy(float)
-        else:
-            rate = next(arm_manufacturing(scenario, a[2]) for a in chained
-                        if arm_manufacturing(scenario, a[2]) is not None).referrals_per_month
-            arrival = referral_days(n, rate, seed)
+    population, in_trial, arrival = referrals(scenario, specs)
+    chain = None
+    if arrival is not None:
+        chained = [(a.name, a.scenario, a.manufacturing, ids_all[(allocation == j) & in_trial])
+                   for j, a in enumerate(specs) if a.kind == "car"]
         chain = run_trial_chain(k, scenario, chained, arrival)
 
     frames, event_parts, cohorts = [], [], {}
