@@ -139,7 +139,8 @@ def test_published_failure_share_is_the_share_left_without_a_product():
     route = bare_route(manufacturing=fixed(5), manufacturing_failure=0.09, max_attempts=2)
     n = 20_000
     refs = referrals("r", np.arange(n) * 0.01)
-    df = simulate_chain(refs, {"r": route}, {}, 1_000, SEED).patients
+    df = simulate_chain(refs, {"r": route}, {}, 230, SEED).patients   # the last arrives on day 200
+    assert (df["state"] != "waiting").all()
     failed = (df["reason"] == "manufacturing_failure").mean()
     se = math.sqrt(0.09 * 0.91 / n)
     assert abs(failed - 0.09) < 4 * se, failed
@@ -516,10 +517,11 @@ def test_shipping_lanes_queue_shipments():
 def test_a_share_of_referrals_is_found_ineligible_at_evaluation():
     """screen_failure: that share leaves as "ineligible" when the referral step ends, before
     any apheresis (autologous) or dose (off the shelf)."""
-    n = 20_000
+    n = 5_000
     for route in (bare_route(referral_to_apheresis=fixed(5), screen_failure=0.2),
                   route_with(_routes()["CB-CAR-NK"], {"screen_failure": 0.2, "referral_to_apheresis": fixed(5)})):
-        df = simulate_chain(referrals("r", np.arange(n) * 0.001), {"r": route}, {}, 2_000, SEED).patients
+        # the evaluation ends on day 5-10; the others are still on their way at the horizon
+        df = simulate_chain(referrals("r", np.arange(n) * 0.001), {"r": route}, {}, 12, SEED).patients
         out = df[df["reason"] == "ineligible"]
         assert abs(len(out) / n - 0.2) < 4 * math.sqrt(0.2 * 0.8 / n), len(out) / n
         assert (out["state"] == "not_infused").all() and out["apheresis_day"].isna().all()
