@@ -381,6 +381,7 @@ def logistics(
     times, failures, chain costs and access by stratum, for each compared lever set."""
     import json
 
+    from carcell.io.outputs import write_table
     from carcell.knowledge import load_knowledge
     from carcell.logistics.access import equity_gaps, equity_table
     from carcell.logistics.run import run_logistics
@@ -420,11 +421,7 @@ def logistics(
     for frame, file in ((res.patients, "logistics.parquet"), (res.usage, "usage.parquet"),
                         (res.costs, "costs.parquet"), (res.population, "access.parquet")):
         if frame is not None:
-            f = frame.copy()
-            for c in f.columns:
-                if f[c].dtype == object:
-                    f[c] = f[c].astype("string")
-            f.to_parquet(out / file, index=False)
+            write_table(frame, out / file)
     if plots:
         from carcell.report.logistics_plots import logistics_figures
 

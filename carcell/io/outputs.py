@@ -133,6 +133,15 @@ def summary(result: CohortResult) -> dict:
     }
 
 
+def write_table(df: pd.DataFrame, path: Path) -> None:
+    """A table to Parquet, text columns as strings (object columns mix None and str)."""
+    table = df.copy()
+    for c in table.columns:
+        if table[c].dtype == object:
+            table[c] = table[c].astype("string")
+    table.to_parquet(path, index=False)
+
+
 def _write_patients(df: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -271,24 +280,13 @@ def _write_logistics(result, out: Path) -> dict:
     from carcell.trial.stats import json_safe
 
     chain = result.chain.result
-    flow = chain.patients.copy()
-    for c in flow.columns:
-        if flow[c].dtype == object:
-            flow[c] = flow[c].astype("string")
-    flow.to_parquet(out / "logistics.parquet", index=False)
-    usage = chain.usage.copy()
-    for c in ("resource", "route"):
-        if c in usage:
-            usage[c] = usage[c].astype("string")
-    usage.to_parquet(out / "usage.parquet", index=False)
+    write_table(chain.patients, out / "logistics.parquet")
+    write_table(chain.usage, out / "usage.parquet")
     costs, cost = trial_costs(result)
-    costs.to_parquet(out / "costs.parquet", index=False)
+    write_table(costs, out / "costs.parquet")
     extra = {"logistics": chain_summary(chain.patients, chain.usage), "cost": cost}
     if result.population is not None:
         pop, equity = trial_access(result, costs)
-        for c in pop.columns:
-            if pop[c].dtype == object:
-                pop[c] = pop[c].astype("string")
-        pop.to_parquet(out / "access.parquet", index=False)
+        write_table(pop, out / "access.parquet")
         extra["access"] = equity
     return json_safe(extra)

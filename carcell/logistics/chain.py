@@ -87,22 +87,6 @@ class ChainResult:
     events: pd.DataFrame
     batches: pd.DataFrame
 
-    def summary(self) -> pd.DataFrame:
-        """Per route: referred, infused, not infused by reason, still waiting, median V2V."""
-        df = self.patients
-        rows = []
-        for route, g in df.groupby("route", sort=False):
-            infused = g[g["state"] == "infused"]
-            row = {"route": route, "referred": len(g), "infused": len(infused),
-                   "waiting": int((g["state"] == "waiting").sum())}
-            for reason in NOT_INFUSED_REASONS:
-                row[f"not_infused_{reason}"] = int(((g["state"] == "not_infused") & (g["reason"] == reason)).sum())
-            row["median_vein_to_vein_days"] = float(infused["vein_to_vein_days"].median()) if len(infused) else math.nan
-            row["median_referral_to_infusion_days"] = (float(infused["referral_to_infusion_days"].median())
-                                                       if len(infused) else math.nan)
-            rows.append(row)
-        return pd.DataFrame(rows)
-
 
 def simulate_chain(referrals: pd.DataFrame, routes: dict[str, Route], capacity: dict[str, Capacity],
                    horizon_days: float, seed: int) -> ChainResult:

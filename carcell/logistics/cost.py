@@ -56,12 +56,12 @@ import pandas as pd
 
 from carcell.errors import ScenarioError, TrialDataError
 from carcell.knowledge import Knowledge, load_knowledge
+from carcell.logistics.routes import ROUTE_KINDS
 from carcell.units import DAYS_PER_MONTH
 
 COMPONENTS: tuple[str, ...] = ("product", "apheresis", "manufacturing_reattempts", "bridging",
                                "lymphodepletion", "hospital", "icu", "tocilizumab", "steroids",
                                "ivig", "follow_up")
-ROUTE_KINDS: tuple[str, ...] = ("autologous", "point_of_care", "off_the_shelf")
 NON_RESPONSE: frozenset[str] = frozenset({"SD", "PD", "NR", "NE"})
 DAYS_PER_YEAR = 365.25
 

@@ -77,10 +77,7 @@ class TrialChain:
         w = self.arms[arm]
         rows = self.arm_patients(arm).set_index("patient_id")
         days = rows.loc[ids, "referral_to_infusion_days"].to_numpy(float)
-        pos = pd.Index(w.ids).get_indexer(ids)
-        sub = WaitingDisease(w.disease.burden[pos], w.disease.growth[pos], w.disease.capacity[pos],
-                             w.disease.bridged[pos], w.disease.responds[pos], w.disease.bridging_day,
-                             w.disease.response_fraction, w.disease.fold, w.disease.lethal)
+        sub = w.disease.take(pd.Index(w.ids).get_indexer(ids))
         return sub.burden_at(days) / sub.burden
 
 
@@ -229,7 +226,7 @@ def run_logistics(k: Knowledge, scenario: Scenario,
                   progress: Callable[[str], None] | None = None) -> LogisticsRun:
     """Referral, the chain and chain costs, without the clinical course after infusion."""
     from carcell.logistics.cost import patient_costs   # noqa: PLC0415
-    from carcell.logistics.summary import price_key     # noqa: PLC0415
+    from carcell.logistics.summary import population_fates, price_key   # noqa: PLC0415
     from carcell.trial.run import arm_specs, randomise  # noqa: PLC0415 - the trial layer imports this module
 
     sets = {"baseline": {}}
@@ -270,20 +267,10 @@ def run_logistics(k: Knowledge, scenario: Scenario,
         flows.append(flow)
         usages.append(usage)
         if population is not None:
-            pop = population.copy()
+            scenario_costs = pd.concat([c for c in costs if c["scenario"].iat[0] == name])
+            pop = population_fates(population, chain.result.patients, scenario_costs)
             pop.insert(0, "scenario", name)
-            f = chain.result.patients.set_index("patient_id")
-            ids = pop["patient_id"].to_numpy()
-            seen = np.isin(ids, f.index)
             pop["arm"] = np.array([a.name for a in specs], dtype=object)[allocation]
-            pop["state"] = "not_referred"
-            pop["reason"] = ""
-            pop.loc[seen, "state"] = f.loc[ids[seen], "state"].to_numpy()
-            pop.loc[seen, "reason"] = f.loc[ids[seen], "reason"].to_numpy()
-            pop.loc[seen, "referral_to_infusion_days"] = f.loc[ids[seen], "referral_to_infusion_days"].to_numpy()
-            cost_of = {pid: total for c in costs if c["scenario"].iat[0] == name
-                       for pid, total in zip(c["patient_id"], c["total"])}
-            pop["cost_total"] = pop["patient_id"].map(cost_of)
             pops.append(pop)
     return LogisticsRun(scenario, pd.concat(flows, ignore_index=True), pd.concat(usages, ignore_index=True),
                         pd.concat(pops, ignore_index=True) if pops else None, pd.concat(costs, ignore_index=True))

@@ -136,25 +136,34 @@ def trial_costs(result) -> tuple[pd.DataFrame, dict]:
     return costs, arms
 
 
+def population_fates(population: pd.DataFrame, flow: pd.DataFrame | None,
+                     costs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The eligible patients with what became of them: ``state`` ("not_referred" unless the
+    chain says otherwise), ``reason``, ``referral_to_infusion_days`` and, given costs,
+    ``cost_total``."""
+    pop = population.copy()
+    ids = pop["patient_id"].to_numpy()
+    pop["state"] = "not_referred"
+    pop["reason"] = ""
+    if flow is not None:
+        f = flow.set_index("patient_id")
+        seen = np.isin(ids, f.index)
+        for col in ("state", "reason", "referral_to_infusion_days"):
+            pop.loc[seen, col] = f.loc[ids[seen], col].to_numpy()
+    if costs is not None and not costs.empty:
+        pop["cost_total"] = pop["patient_id"].map(dict(zip(costs["patient_id"], costs["total"])))
+    return pop
+
+
 def trial_access(result, costs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """The eligible population with each patient's fate (``access.parquet``) and the equity
     tables per arm and stratum, with the gaps to the best-served stratum."""
-    pop = result.population.copy()
     trial = result.patients.set_index("patient_id")
-    ids = pop["patient_id"].to_numpy()
+    ids = result.population["patient_id"].to_numpy()
     in_trial = np.isin(ids, trial.index)
+    pop = population_fates(result.population, result.chain.result.patients if result.chain else None, costs)
     pop["arm"] = None
-    pop["state"] = "not_referred"
-    pop["reason"] = ""
     pop.loc[in_trial, "arm"] = trial.loc[ids[in_trial], "arm"].to_numpy()
-    if result.chain is not None:
-        flow = result.chain.result.patients.set_index("patient_id")
-        chained = np.isin(ids, flow.index)
-        pop.loc[chained, "state"] = flow.loc[ids[chained], "state"].to_numpy()
-        pop.loc[chained, "reason"] = flow.loc[ids[chained], "reason"].to_numpy()
-        pop.loc[chained, "referral_to_infusion_days"] = flow.loc[ids[chained], "referral_to_infusion_days"].to_numpy()
-    if costs is not None and not costs.empty:
-        pop["cost_total"] = pop["patient_id"].map(dict(zip(costs["patient_id"], costs["total"])))
     tables = {}
     # every eligible patient is allocated to an arm, referred or not, so each arm's table
     # counts its own eligible patients and what became of them

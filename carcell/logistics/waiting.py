@@ -17,7 +17,7 @@ comes first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,6 +55,11 @@ class WaitingDisease:
             response_fraction=float(k.value("waiting.bridging.response_burden_fraction")),
             fold=float(fold if fold is not None else k.value("waiting.eligibility.progression_fold")),
             lethal=float(k.value("waiting.eligibility.lethal_fraction_of_capacity")))
+
+    def take(self, pos: np.ndarray) -> WaitingDisease:
+        """The patients at positions ``pos``."""
+        return replace(self, burden=self.burden[pos], growth=self.growth[pos], capacity=self.capacity[pos],
+                       bridged=self.bridged[pos], responds=self.responds[pos])
 
     def _after_bridging(self) -> np.ndarray:
         """Burden just after bridging acts (growth up to then, then the responders' cut)."""
