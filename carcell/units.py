@@ -14,6 +14,8 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "cells/kg",
         "cells/day",
         "cells/uL",
+        "cells/mL",  # tumour cells per mL of tumour (RECIST diameters)
+        "mm",  # RECIST absolute progression threshold
         "cells/ug",
         "copies/cell",
         "copies/ug",

@@ -239,7 +239,7 @@ def test_every_model_parameter_has_a_derivation():
     table = parameter_table(d)
     per_patient = {"host_baseline", "recognition_tumour", "activation_tumour", "normal_baseline_1",
                    "normal_baseline_2", "normal_baseline_3", "recognition_normal_3", "activation_normal_3",
-                   "normal_turnover_3", "alive_car", "alive_tumour_pos", "alive_tumour_neg",
+                   "normal_turnover_3", "alive_car", "alive_tumour_pos", "alive_tumour_neg", "alive_tumour_low",
                    # flags of the normal-tissue slots, read from tissues.yaml (neurovascular)
                    "neurovascular_normal_1", "neurovascular_normal_2", "neurovascular_normal_3"}
     listed = set(table["parameter"])

@@ -75,3 +75,71 @@ def test_ball_cr_mrd_and_relapse():
     assert list(r.mrd_negative) == [True, False, False, True]
     assert r.progression_day[2] == 28 and r.relapse_antigen[2] == "none"
     assert r.progression_day[3] == 180 and r.relapse_antigen[3] == "positive"
+
+
+# RECIST 1.1 and RANO on equal spheres: 3 lesions at 1e8 cells/mL. One lesion's diameter is
+# (6 V / pi)^(1/3); the sum of diameters scales as burden^(1/3), the RANO sum of products as
+# burden^(2/3). Boundaries below are worked from the criteria's thresholds, not from the code.
+RECIST = {"lesions": 3, "cells_per_ml": 1e8, "cr_detectable_cells": 1e6, "pr_fraction": 0.3,
+          "pd_increase": 0.2, "pd_absolute_mm": 5.0, "assessment_days": [28, 90, 180, 365]}
+RANO = {**RECIST, "pr_fraction": 0.5, "pd_increase": 0.25}
+
+
+def _sum_of_diameters_mm(burden, lesions=3, cells_per_ml=1e8):
+    per_lesion_mm3 = burden / cells_per_ml * 1000.0 / lesions
+    return lesions * (6 * per_lesion_mm3 / np.pi) ** (1 / 3)
+
+
+def test_recist_sum_of_diameters_of_three_spheres():
+    from carcell.clinical.response import lesion_measure
+
+    # 3 spheres of 10 mL: diameter (6 x 10000 / pi)^(1/3) = 26.73 mm each, 80.2 mm in all
+    burden = np.array([3 * 10 * 1e8])
+    assert np.allclose(lesion_measure("recist", burden, RECIST), 3 * 26.730, rtol=1e-4)
+    assert np.allclose(lesion_measure("rano", burden, RANO), 3 * 26.730 ** 2, rtol=1e-4)
+
+
+def test_recist_pr_at_30_percent_shrinkage_of_the_sum():
+    base = 3e9
+    # a 30% smaller sum of diameters is 0.7^3 = 0.343 of the burden: PR just below, SD just above
+    pr = np.where(T < 20, base, 0.340 * base)
+    sd = np.where(T < 20, base, 0.350 * base)
+    cr = np.where(T < 20, base, 5e5)
+    r = run("recist", [pr, sd, cr], RECIST)
+    assert list(r.best_response) == ["PR", "SD", "CR"]
+
+
+def test_recist_progression_needs_20_percent_and_5_mm():
+    base = 3e9                       # sum of diameters 38.6 mm
+    nadir = 0.5 * base               # 30.6 mm after shrinkage (SD)
+    # +20% of a 30.6 mm sum is 6.1 mm (> 5 mm): PD at 1.2^3 = 1.728x the nadir burden
+    pd = np.where(T < 20, base, np.where(T < 150, nadir, 1.75 * nadir))
+    sd = np.where(T < 20, base, np.where(T < 150, nadir, 1.70 * nadir))
+    # a small tumour: +20% of a 10 mm sum is only 2 mm, so growth of 1.8x the burden is not PD yet
+    small = 3 * 1e8 * (np.pi / 6 * (10 / 3) ** 3) / 1000
+    assert np.isclose(_sum_of_diameters_mm(small), 10.0)
+    tiny = np.where(T < 150, small, 1.8 * small)
+    r = run("recist", [pd, sd, tiny], RECIST)
+    assert r.progression_day[0] == 180 and np.isnan(r.progression_day[1]) and np.isnan(r.progression_day[2])
+    assert (_sum_of_diameters_mm(1.8 * small) - 10.0) < 5.0
+
+
+def test_rano_thresholds_on_the_sum_of_products():
+    base = 3e9
+    # PR: products down 50% -> burden 0.5^(3/2) = 0.354; PD: products up 25% -> 1.25^(3/2) = 1.398
+    pr = np.where(T < 20, base, 0.35 * base)
+    sd = np.where(T < 20, base, 0.36 * base)
+    pd = np.where(T < 150, base, 1.41 * base)
+    not_pd = np.where(T < 150, base, 1.38 * base)
+    r = run("rano", [pr, sd, pd, not_pd], RANO)
+    assert list(r.best_response[:2]) == ["PR", "SD"]
+    assert r.progression_day[2] == 180 and np.isnan(r.progression_day[3])
+
+
+def test_relapse_labelled_by_largest_clone_including_antigen_low():
+    base = 3e9
+    b = np.where(T < 20, base, np.where(T < 150, 1e5, 2e9))
+    low = np.where(T < 150, 0.0, 1.5e9)
+    neg = np.where(T < 150, 0.0, 0.2e9)
+    r = assess("recist", T, b[None], (b - low - neg)[None], neg[None], RECIST, 365, tumour_low=low[None])
+    assert r.best_response[0] == "CR" and r.relapse_antigen[0] == "low"

@@ -32,6 +32,10 @@ def _mult(k, base: str) -> str:
     parts = [f"{n} x{float(k.value(f'{base}.multipliers.{n}')):g}" for n in mult]
     if "antigen_threshold_multiplier" in node:
         parts.insert(0, f"threshold x{float(k.value(f'{base}.antigen_threshold_multiplier')):g}")
+    for comp in node.get("relieves") or {}:
+        parts.append(f"relieves {comp} {float(k.value(f'{base}.relieves.{comp}')):.0%}")
+    if "bystander_kill" in node:
+        parts.append(f"bystander killing {float(k.value(f'{base}.bystander_kill')):g}")
     return ", ".join(parts) or "reference (x1)"
 
 

@@ -10,6 +10,14 @@
   MRD-negative below 1e-4; relapse when blasts return to >=5% after CR. A patient never in
   CR is a non-responder (NR), counted as a treatment failure at the first assessment, as
   event-free survival is counted in ELIANA.
+* RECIST 1.1 (solid tumours, Eisenhauer 2009, doi:10.1016/j.ejca.2008.10.026): the burden is
+  spread over ``lesions`` equal spheres at ``cells_per_ml``; the sum of their longest diameters
+  gives PR at a >=30% decrease from baseline and PD at a >=20% increase over the nadir that is
+  also >=5 mm; CR when the lesions have disappeared (burden below ``cr_detectable_cells``).
+* RANO (brain tumours, Wen 2010, doi:10.1200/JCO.2009.26.3541): the same lesions read by the sum
+  of products of perpendicular diameters (diameter squared): PR at >=50% decrease, PD at >=25%
+  increase over the nadir, CR when they have disappeared. Steroid dose and clinical status,
+  which RANO also weighs, are not simulated.
 
 Thresholds come from the indication's knowledge file.
 """
@@ -60,16 +68,36 @@ def _classify(criteria: str, burden: np.ndarray, base: np.ndarray, nadir: np.nda
         cat[:] = "NR"
         cat[cr] = "CR"
         cat[~cr & in_cr_before] = "PD"  # relapse
+    elif criteria in ("recist", "rano"):
+        size, size_base, size_nadir = (lesion_measure(criteria, x, r) for x in (burden, base, nadir))
+        detectable = burden >= r["cr_detectable_cells"]
+        cat[size <= (1 - r["pr_fraction"]) * size_base] = "PR"
+        cat[~detectable] = "CR"
+        grown = size >= (1 + r["pd_increase"]) * size_nadir
+        if criteria == "recist":   # and at least 5 mm in absolute terms
+            grown &= size - size_nadir >= r["pd_absolute_mm"]
+        cat[detectable & grown] = "PD"
     else:  # pragma: no cover - guarded by the knowledge files
         raise ValueError(f"unknown response criteria {criteria!r}")
     return cat
 
 
+def lesion_measure(criteria: str, burden: np.ndarray, r: dict) -> np.ndarray:
+    """RECIST sum of longest diameters (mm) or RANO sum of products of diameters (mm2) of
+    ``lesions`` equal spheres holding ``burden`` tumour cells at ``cells_per_ml``."""
+    lesions = float(r["lesions"])
+    volume_mm3 = np.maximum(burden, 0.0) / float(r["cells_per_ml"]) * 1000.0 / lesions
+    diameter = np.cbrt(6.0 * volume_mm3 / np.pi)
+    return lesions * (diameter if criteria == "recist" else diameter ** 2)
+
+
 def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.ndarray,
-           tumour_neg: np.ndarray, r: dict, follow_up: float) -> Responses:
+           tumour_neg: np.ndarray, r: dict, follow_up: float, tumour_low: np.ndarray | None = None) -> Responses:
     """Classify every patient at each assessment day.
 
-    ``burden``, ``tumour_pos``, ``tumour_neg``: whole-body tumour cells, shape (n, len(times)).
+    ``burden``, ``tumour_pos``, ``tumour_neg`` (and ``tumour_low``, the antigen-low clone of a
+    solid tumour): whole-body tumour cells, shape (n, len(times)). A relapse is labelled by its
+    largest clone: antigen "positive", "low" or "negative".
     """
     n = burden.shape[0]
     days = np.array([d for d in r["assessment_days"] if d <= follow_up], dtype=float)
@@ -107,7 +135,8 @@ def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.
             new_pd |= live & (cat == "NR")  # never in remission: failure at first assessment
         progression_day[new_pd] = d
         rel = live & (cat == "PD")
-        relapse_antigen[rel] = np.where(tumour_neg[rel, i] > tumour_pos[rel, i], "negative", "positive")
+        clones = [tumour_pos[rel, i], tumour_neg[rel, i]] + ([tumour_low[rel, i]] if tumour_low is not None else [])
+        relapse_antigen[rel] = np.array(["positive", "negative", "low"], dtype=object)[np.argmax(np.stack(clones), axis=0)]
         progressed |= new_pd
         in_cr |= cat == "CR"
         nadir = np.minimum(nadir, b)

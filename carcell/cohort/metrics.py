@@ -14,8 +14,8 @@ from carcell.model.states import INDEX, NORMAL_STATES, STATES
 QUANTITIES: dict[str, tuple[str, str]] = {
     "car_cells_per_ul": ("cells/uL", "CAR T cells in peripheral blood"),
     "car_copies_per_ug": ("copies/ug", "CAR transgene copies per ug genomic DNA (qPCR)"),
-    "car_total_cells": ("cells", "whole-body CAR T cells"),
-    "tumour_total_cells": ("cells", "whole-body tumour cells (both clones)"),
+    "car_total_cells": ("cells", "whole-body CAR cells (circulating and, in a solid tumour, inside it)"),
+    "tumour_total_cells": ("cells", "whole-body tumour cells (every clone)"),
     "anc_per_ul": ("cells/uL", "absolute neutrophil count (marrow model)"),
     "platelets_e9_per_l": ("1e9/L", "platelet count (marrow model)"),
     "igg_mg_dl": ("mg/dL", "serum IgG before any IVIG dose that day"),
@@ -28,15 +28,16 @@ def clinical_trajectories(Y: np.ndarray, design: Design, blood_volume_ul: np.nda
     conv = design.conversion
     with np.errstate(over="ignore", invalid="ignore"):
         cells = {name: np.exp(Y[:, :, INDEX[name]]) for name, _, is_log, _ in STATES if is_log}
-    car = cells["car_memory"] + cells["car_effector"] + cells["car_exhausted"]
+    car = cells["car_memory"] + cells["car_effector"] + cells["car_exhausted"]   # circulating
     car_ul = per_ul(car, blood_volume_ul, conv["lymphocyte_blood_fraction"])
     host_ul = per_ul(cells["host_lymphocytes"], blood_volume_ul, conv["lymphocyte_blood_fraction"])
     out = {
         "car_cells_per_ul": car_ul,
         "car_copies_per_ug": copies_per_ug(car_ul, host_ul + conv["non_lymphoid_per_ul"],
                                            conv["vcn"], conv["cells_per_ug"]),
-        "car_total_cells": car,
-        "tumour_total_cells": cells["tumour_pos"] + cells["tumour_neg"],
+        "car_total_cells": car + (cells["car_site"] if design.site is not None else 0.0),
+        "tumour_total_cells": cells["tumour_pos"] + cells["tumour_neg"] + (
+            cells["tumour_low"] if design.site is not None else 0.0),
     }
     for name, _, is_log, _ in STATES:
         out[name] = cells[name] if is_log else Y[:, :, INDEX[name]]
@@ -85,7 +86,8 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
     # strided one sequentially, so without this a patient's AUC would depend on chunk layout.
     auc28 = np.trapezoid(np.ascontiguousarray(traj["car_copies_per_ug"][:, in28]), times[in28], axis=1)
     resp = assess(design.response_criteria, times, traj["tumour_total_cells"], traj["tumour_pos"],
-                  traj["tumour_neg"], design.response, sc.trial.follow_up_days)
+                  traj["tumour_neg"], design.response, sc.trial.follow_up_days,
+                  tumour_low=traj["tumour_low"] if design.site is not None else None)
     aplasia_cut = design.knowledge.value("physiology.aplasia.fraction_of_baseline")
     dt = np.diff(times, prepend=times[0])
     tissue_cols = {}

@@ -13,6 +13,7 @@ from carcell.clinical.management import Manager, load_protocol
 from carcell.clinical.signs import SignModel
 from carcell.cohort.metrics import clinical_trajectories, patient_metrics
 from carcell.design import Design, compile_chunk, resolve_design
+from carcell.design.compile import initial_car_states
 from carcell.knowledge import load_knowledge
 from carcell.scenario.schema import Scenario
 from carcell.solve.dopri5 import STATUS_NAMES
@@ -32,14 +33,15 @@ class CohortResult:
 
 
 def output_times(scenario: Scenario, assessments: np.ndarray | None = None) -> np.ndarray:
-    """The output grid: every ``output_every_days``, plus the toxicity assessment times."""
+    """The output grid: every ``output_every_days``, plus the toxicity assessment times and the
+    infusion days."""
     t = scenario.trial
     times = np.arange(0.0, t.follow_up_days + 1e-9, t.output_every_days)
     if times[-1] < t.follow_up_days:
         times = np.append(times, t.follow_up_days)
     if assessments is not None:
         times = np.union1d(times, assessments[assessments <= t.follow_up_days])
-    return times
+    return np.union1d(times, np.asarray(scenario.regimen.infusion_days, dtype=float))
 
 
 def assessment_days(k) -> np.ndarray:
@@ -57,10 +59,24 @@ def round_days(design: Design, times: np.ndarray) -> np.ndarray:
     return np.unique(snapped)
 
 
+def later_infusions(design: Design, c) -> list[tuple[float, np.ndarray]]:
+    """The doses after day 0 of a multi-dose regimen, as log-cells per CAR state."""
+    days = design.infusion.days[1:]
+    if not days:
+        return []
+    cells = c.covariates["dose_cells"].to_numpy()
+    # a later dose meets the tumour as it is then; its distribution phase is taken at baseline burden
+    add = initial_car_states(design, cells, c.params, c.covariates["baseline_burden_cells"].to_numpy())
+    return [(d, add) for d in days]
+
+
 def _events(df: pd.DataFrame, resp, design: Design) -> pd.DataFrame:
     rows = []
+    route = design.infusion.route
+    what = "CAR+ cells" + ("" if route == "intravenous" else f" ({route})")
     for pid, dose in zip(df["patient_id"], df["dose_cells"]):
-        rows.append((pid, 0.0, "infusion", float(dose), "CAR+ cells"))
+        for day in design.infusion.days:
+            rows.append((pid, float(day), "infusion", float(dose), what))
     days = resp.assessment_days
     for k, pid in enumerate(df["patient_id"]):
         if df["solver_status"].iat[k] != "ok":
@@ -118,7 +134,8 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
                             if "iCasp9" in design.construct.safety else 0.0))
         Y, status, _ = simulate_batch(c.params, c.y0, times, rounds, rtol=solver.rtol,
                                       atol=solver.atol, max_steps=solver.max_steps, progress=step,
-                                      assess=manager, assessment_days=assessments)
+                                      assess=manager, assessment_days=assessments,
+                                      infusions=later_infusions(design, c))
         done += (stop - start) * (times.size - 1)
         traj = clinical_trajectories(Y, design, c.covariates["blood_volume_ul"].to_numpy())
         names = np.array([STATUS_NAMES[s] for s in status], dtype=object)

@@ -121,6 +121,29 @@ class TissueSlot:
 
 
 @dataclass
+class SolidSite:
+    """Where a solid tumour sits and how it treats the CAR cells that reach it (docs/solid.md)."""
+
+    trafficking: float          # 1/day per (g tumour per kg body) for circulating effectors
+    cells_per_ml: float         # tumour cells per mL (taken as per g) of tumour
+    heterogeneity: float        # log-SD of antigen density across one tumour's positive cells
+    suppression: float          # typical combined microenvironment suppression S (0-1)
+    suppression_omega: float    # patient-to-patient log-SD of S's odds
+    weights: dict[str, float]   # tme_kill / tme_proliferation / tme_exhaustion per unit S
+    components: dict[str, float]  # each component's strength after armour relief
+
+
+@dataclass
+class Infusion:
+    """How and when the product is given."""
+
+    route: str
+    site_fraction: float        # share of each dose placed straight into the tumour site
+    days: list[float]
+    pretreatment_rested: float  # share of the product's exhausted cells rested before infusion
+
+
+@dataclass
 class Design:
     """Typical values of one scenario, before inter-individual variability."""
 
@@ -145,6 +168,8 @@ class Design:
     omega_order: list[str]               # order of the per-patient variability draws
     response: dict[str, object]
     conversion: dict[str, float]
+    site: SolidSite | None                # the tumour site of a solid tumour (None: haematological)
+    infusion: Infusion
     ledger: Ledger = field(repr=False)
     knowledge: Knowledge = field(repr=False)
 
@@ -335,6 +360,132 @@ def _dose_warnings(sc: Scenario, k: Knowledge, weight_kg: float) -> list[str]:
     return out
 
 
+_TME_EFFECTS = {"tme_kill": "kill_weight", "tme_proliferation": "proliferation_weight",
+                "tme_exhaustion": "exhaustion_gain"}
+
+
+def is_solid(k: Knowledge, disease: str) -> bool:
+    return k.text(f"antigens._indications.{disease}.category") != "haematological"
+
+
+def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> SolidSite | None:
+    """Tumour site, trafficking and microenvironment of a solid tumour; None for blood cancers.
+
+    Suppression combines the indication's components (TGF-beta, adenosine, hypoxia, Tregs,
+    MDSCs, PD-L1), each lowered by armour that relieves it: S = 1 - prod(1 - s_c (1 - relief_c)).
+    NK cells feel TGF-beta more (tme.yaml nk_sensitivity)."""
+    disease = sc.indication.disease
+    ip = f"indications.{disease}"
+    if not is_solid(k, disease):
+        ledger.rule("solid", 0.0, "1", "haematological disease: the CAR cells meet the tumour in blood, "
+                    "marrow and nodes")
+        ledger.rule("site_egress", 0.0, "1/day", "no tumour site")
+        ledger.rule("traffic_per_tumour_cell", 0.0, "1/day", "no tumour site")
+        for name in _TME_EFFECTS:
+            ledger.rule(name, 0.0, "1", "no solid-tumour microenvironment")
+        for name in ("recognition_low", "activation_low"):
+            ledger.rule(name, 0.0, "1", "no antigen-low clone: haematological tumours are taken as homogeneous")
+        return None
+    ledger.rule("solid", 1.0, "1", f"{disease} is a solid tumour (antigens._indications.{disease}.category): "
+                "the CAR cells must reach its site")
+    ledger.base("site_egress", f"{ip}.site.egress")
+    ledger.rule("traffic_per_tumour_cell", 0.0, "1/day",
+                f"per patient: {ip}.site.trafficking / ({ip}.tumour.cells_per_ml x weight), delivery in "
+                "proportion to the tumour's share of body mass")
+    for name in ("recognition_low", "activation_low"):
+        ledger.rule(name, 0.0, "1", f"per patient: as recognition of the positive clone, at the mean density "
+                    f"of the lower half ({ip}.tumour.antigen_heterogeneity)")
+    nk = k.text(f"chassis.{c.chassis}.cell_type") == "NK"
+    components = {}
+    for comp in k.names(f"{ip}.tme"):
+        strength = float(k.value(f"{ip}.tme.{comp}"))
+        if nk and comp in k.names("tme.nk_sensitivity"):
+            strength = min(1.0, strength * float(k.value(f"tme.nk_sensitivity.{comp}")))
+        relief = 0.0
+        for a in c.armour:
+            if comp in (k.node(f"armour.{a}").get("relieves") or {}):
+                relief = 1.0 - (1.0 - relief) * (1.0 - float(k.value(f"armour.{a}.relieves.{comp}")))
+        components[comp] = strength * (1.0 - relief)
+    suppression = 1.0 - float(np.prod([1.0 - v for v in components.values()]))
+    weights = {}
+    for name, w in _TME_EFFECTS.items():
+        weights[name] = float(k.value(f"tme.{w}"))
+        ledger.rule(name, weights[name] * suppression, "1",
+                    f"tme.{w} x suppression {suppression:.3g} = 1 - prod(1 - component x (1 - armour relief)) over "
+                    + ", ".join(f"{ip}.tme.{comp} ({v:.2g})" for comp, v in components.items())
+                    + ("; NK chassis: tme.nk_sensitivity" if nk else "")
+                    + (f"; armour {', '.join(c.armour)}" if c.armour else ""))
+    return SolidSite(
+        trafficking=float(k.value(f"{ip}.site.trafficking")),
+        cells_per_ml=float(k.value(f"{ip}.tumour.cells_per_ml")),
+        heterogeneity=float(k.value(f"{ip}.tumour.antigen_heterogeneity")),
+        suppression=suppression, suppression_omega=float(k.value("tme.variability")),
+        weights=weights, components=components)
+
+
+def _antigen_free_killing(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> None:
+    """NK cells kill through NKG2D whatever the CAR sees; armour such as IL-12 adds bystander killing."""
+    node = k.node(f"chassis.{c.chassis}")
+    ligands = k.node("antigens.NKG2DL").get("indications") or {}
+    if "natural_kill" not in node:
+        ledger.rule("natural_kill", 0.0, "1", f"chassis {c.chassis}: no CAR-independent killing")
+    elif any(b.target == "NKG2DL" for b in c.binders):
+        ledger.rule("natural_kill", 0.0, "1", "the CAR is built on NKG2D itself: its ligands are the CAR's target")
+    elif disease not in ligands:
+        ledger.rule("natural_kill", 0.0, "1", f"no NKG2D-ligand data for {disease} in antigens/NKG2DL.yaml")
+    else:
+        lp = f"antigens.NKG2DL.indications.{disease}"
+        share = float(k.value(f"{lp}.patients_positive")) * (1.0 - float(k.value(f"{lp}.negative_cell_fraction")[0]))
+        ledger.base("natural_kill", f"chassis.{c.chassis}.natural_kill")
+        ledger.rule("natural_kill", ledger.value("natural_kill") * share, "1",
+                    f"x {share:.3g}, the share of {disease} cells carrying NKG2D ligands "
+                    f"({lp}.patients_positive x (1 - median negative_cell_fraction))", keep_steps=True)
+    bystander = [a for a in c.armour if "bystander_kill" in k.node(f"armour.{a}")]
+    if bystander:
+        ledger.base("bystander_kill", f"armour.{bystander[0]}.bystander_kill")
+    else:
+        ledger.rule("bystander_kill", 0.0, "1", "no armour that kills antigen-negative neighbours")
+
+
+def _chassis_host(ledger: Ledger, k: Knowledge, c: Construct) -> None:
+    """Host-versus-graft rejection of allogeneic cells, and dasatinib rest of exhausted cells."""
+    if "rejection_rate" in k.node(f"chassis.{c.chassis}"):
+        ledger.base("rejection_rate", f"chassis.{c.chassis}.rejection_rate")
+    else:
+        ledger.rule("rejection_rate", 0.0, "1/day", f"chassis {c.chassis}: the patient's own cells are not rejected")
+    ledger.base("k_rest", "toxicity.drugs.dasatinib.rest_rate")
+
+
+def _exhausted_fraction(k: Knowledge, c: Construct) -> float:
+    """Exhausted share of the product: the chassis's own (tonic signalling in long culture) or car_t.yaml's."""
+    if "exhausted_fraction" in k.node(f"chassis.{c.chassis}"):
+        return float(k.value(f"chassis.{c.chassis}.exhausted_fraction"))
+    return float(k.value("car_t.product.exhausted_fraction"))
+
+
+def _infusion(k: Knowledge, sc: Scenario, c: Construct, site: SolidSite | None) -> Infusion:
+    """Route (checked against the disease), infusion days and any pretreatment of the cells."""
+    route, disease = sc.regimen.route, sc.indication.disease
+    rp = f"regimens.routes.{route}"
+    category = k.text(f"antigens._indications.{disease}.category")
+    def reaches(r: str) -> bool:
+        node = k.node(f"regimens.routes.{r}")
+        return category in (node.get("categories") or []) and (not node.get("sites") or disease in node["sites"])
+
+    if not reaches(route):
+        fits = [r for r in k.names("regimens.routes") if reaches(r)]
+        raise ScenarioError(f"regimen.route: {route} does not reach {disease} ({category}); use one of {', '.join(fits)}")
+    fraction = float(k.value(f"{rp}.site_fraction")) if site is not None else 0.0
+    rested = 0.0
+    pre = sc.product.pretreatment
+    if pre is not None:
+        ic50, hill = float(k.value("toxicity.drugs.dasatinib.ic50")), float(k.value("toxicity.drugs.dasatinib.hill"))
+        block = (pre.concentration_nm / ic50) ** hill / (1.0 + (pre.concentration_nm / ic50) ** hill)
+        rested = 1.0 - float(np.exp(-float(k.value("toxicity.drugs.dasatinib.rest_rate")) * block * pre.hours / 24.0))
+    return Infusion(route=route, site_fraction=fraction, days=list(sc.regimen.infusion_days),
+                    pretreatment_rested=rested)
+
+
 def read_calibration(name: str, k: Knowledge) -> dict[str, tuple[Entry, Entry]]:
     """(multiplier, omega) entries per parameter of a calibration: a bundled name
     (knowledge/data/calibrations) or a YAML file written by `carcell calibrate`."""
@@ -374,6 +525,9 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
 
     halves = _half_densities(ledger, k, construct)
     antigens = _tumour_antigens(k, scenario, construct, halves)
+    site = _solid_site(ledger, k, scenario, construct)
+    _antigen_free_killing(ledger, k, ind.disease, construct)
+    _chassis_host(ledger, k, construct)
     # Every tissue carrying an antigen of the construct is a candidate, the most exposed first
     # (a tissue the gate spares, recognition 0, is still simulated when a slot is free, so
     # its sparing shows in the results).
@@ -428,6 +582,8 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         response[name] = k.value(f"{ip}.response.{name}")
     if criteria == "marrow_blasts":
         response["marrow_cells"] = k.value(f"{ip}.tumour.marrow_cells")
+    if criteria in ("recist", "rano"):
+        response["cells_per_ml"] = k.value(f"{ip}.tumour.cells_per_ml")
     if scenario.trial.assessment_days is not None:   # the trial's own schedule
         response["assessment_days"] = [float(d) for d in scenario.trial.assessment_days]
 
@@ -456,12 +612,14 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         tissues_not_simulated=dropped,
         host_survival=float(k.value(f"regimens.lymphodepletion.{scenario.regimen.lymphodepletion}.host_survival")),
         memory_fraction=float(ledger.value("memory_fraction")),
-        exhausted_fraction=float(k.value("car_t.product.exhausted_fraction")),
+        exhausted_fraction=_exhausted_fraction(k, construct),
         minimum_phenotype_share=float(k.value("car_t.product.minimum_phenotype_share")),
         variability=variability,
         omega_order=omega_order,
         response=response,
         conversion=conversion,
+        site=site,
+        infusion=_infusion(k, scenario, construct, site),
         ledger=ledger,
         knowledge=k,
     )
@@ -481,23 +639,63 @@ def patient_rng(seed: int, patient: int) -> np.random.Generator:
 
 
 # Columns of each patient's standard-normal draws: 5 fixed, then one per variability omega,
-# then three per additional antigen (density, negative share, patient positivity).
+# then three per additional antigen (density, negative share, patient positivity), then the
+# tumour microenvironment's suppression (appended last, so earlier draws stay as they were).
 _FIXED_DRAWS = 5
 
 
 def patient_draws(design: Design, ids: np.ndarray) -> np.ndarray:
     """Each patient's standard normals, one row per id, from the patient's own stream."""
-    n_draws = _FIXED_DRAWS + len(design.omega_order) + 3 * (len(design.antigens) - 1)
+    n_draws = _FIXED_DRAWS + len(design.omega_order) + 3 * (len(design.antigens) - 1) + 1
     draws = np.empty((len(ids), n_draws))
     for row, i in enumerate(ids):
         draws[row] = patient_rng(design.scenario.population.seed, int(i)).standard_normal(n_draws)
     return draws
 
 
+#: E[Z | Z > 0] for a standard normal: the mean log-density offset of each half of a tumour's
+#: positive cells, split at the median into an antigen-high and an antigen-low clone
+_HALF_NORMAL_MEAN = float(np.sqrt(2.0 / np.pi))
+
+
+def initial_car_states(design: Design, cells: np.ndarray, y_params: Params, burden: np.ndarray) -> np.ndarray:
+    """Log-cells of one dose in each CAR state (memory, effector, exhausted, in-tumour), shape (n, 4).
+
+    The dose's phenotype mix comes from the design (a pretreatment rests part of the exhausted
+    cells into effectors). A locoregional route places ``site_fraction`` of the cells in the
+    tumour; of those given into blood, the share trafficking into a solid tumour before they
+    are lost (r / (r + egress + d_effector), r the per-cell influx at baseline burden) starts
+    there too, the distribution phase of the first day."""
+    inf = design.infusion
+    fx = design.exhausted_fraction * (1.0 - inf.pretreatment_rested)
+    floor = design.minimum_phenotype_share
+    fm = min(max(design.memory_fraction * (1 - design.exhausted_fraction), floor), 1 - design.exhausted_fraction - floor)
+    out = np.full((cells.size, 4), LOG_EXTINCT)
+    p = y_params
+    blood = cells * (1.0 - inf.site_fraction)
+    effectors = blood * (1 - fm - fx)
+    if design.site is not None:
+        r = p.traffic_per_tumour_cell * burden
+        arriving = effectors * r / (r + p.site_egress + p.d_effector)
+        effectors = effectors - arriving
+        out[:, 3] = np.log(np.maximum(cells * inf.site_fraction * (1 - fx) + arriving, 1.0))
+    out[:, 0] = np.log(blood * fm)
+    out[:, 1] = np.log(effectors)
+    if fx > 0:
+        out[:, 2] = np.log(blood * fx)
+    return np.maximum(out, LOG_EXTINCT)
+
+
 def omega_deviates(design: Design, ids: np.ndarray) -> dict[str, np.ndarray]:
     """The standard normal behind each varied parameter, per patient (for calibration weights)."""
     draws = patient_draws(design, ids)
     return {name: draws[:, _FIXED_DRAWS + j] for j, name in enumerate(design.omega_order)}
+
+
+def dose_cells(design: Design, weight: np.ndarray) -> np.ndarray:
+    """CAR+ cells in one dose per patient (flat or per kg)."""
+    dose = design.scenario.product.dose
+    return dose.cells * np.ones(weight.size) if dose.cells is not None else dose.cells_per_kg * weight
 
 
 def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None = None,
@@ -530,10 +728,22 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         if zp is not None:
             neg = np.where(ndtr(zp) < a.patients_positive, neg, 1.0)
         negatives.append(neg)
-    r_kill = [recognition(d, a.half_kill, a.hill) for d, a in zip(densities, design.antigens)]
-    r_act = [recognition(d, a.half_activation, a.hill) for d, a in zip(densities, design.antigens)]
-    seen = gate_population(design.construct.gate, negatives, r_kill, r_act)
+    def seen_at(first_density: np.ndarray):
+        dens = [first_density, *densities[1:]]
+        r_kill = [recognition(d, a.half_kill, a.hill) for d, a in zip(dens, design.antigens)]
+        r_act = [recognition(d, a.half_activation, a.hill) for d, a in zip(dens, design.antigens)]
+        return gate_population(design.construct.gate, negatives, r_kill, r_act)
+
+    seen = seen_at(densities[0])
     unseen = seen.missed   # tumour share the construct cannot recognise: the escape clone
+    # A solid tumour's positive cells carry the antigen at very different densities: split them
+    # at the median into an antigen-high and an antigen-low clone, each recognised at the mean
+    # density of its half, so antigen-low cells can escape.
+    sigma = design.site.heterogeneity if design.site is not None else 0.0
+    split = sigma > 0
+    if split:
+        offset = np.exp(_HALF_NORMAL_MEAN * sigma)
+        seen, low = seen_at(densities[0] * offset), seen_at(densities[0] / offset)
 
     values = np.zeros((n, len(PARAMETER_NAMES)))
     for name, v in design.typical.items():
@@ -543,6 +753,18 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
     values[:, PARAM_INDEX["host_baseline"]] = design.per_kg["host_baseline"] * weight
     values[:, PARAM_INDEX["recognition_tumour"]] = seen.kill
     values[:, PARAM_INDEX["activation_tumour"]] = seen.activation
+    if split:
+        values[:, PARAM_INDEX["recognition_low"]] = low.kill
+        values[:, PARAM_INDEX["activation_low"]] = low.activation
+    if design.site is not None:
+        # delivery follows the tumour's share of body mass (cells per mL taken as per gram)
+        values[:, PARAM_INDEX["traffic_per_tumour_cell"]] = design.site.trafficking / (design.site.cells_per_ml * weight)
+        st = design.site
+        odds = st.suppression / max(1.0 - st.suppression, 1e-12) * np.exp(st.suppression_omega * draws[:, -1])
+        suppression = odds / (1.0 + odds)
+        tme_suppression = suppression
+        for name, w in st.weights.items():
+            values[:, PARAM_INDEX[name]] = w * suppression
     for j in range(1, NORMAL_SLOTS + 1):
         if j <= len(design.tissues):
             t = design.tissues[j - 1]
@@ -557,22 +779,22 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         values[:, PARAM_INDEX[f"neurovascular_normal_{j}"]] = nv
     values[:, PARAM_INDEX["alive_car"]] = 1.0
     values[:, PARAM_INDEX["alive_tumour_pos"]] = (unseen < 1).astype(float)
+    values[:, PARAM_INDEX["alive_tumour_low"]] = ((unseen < 1) & split).astype(float)
     values[:, PARAM_INDEX["alive_tumour_neg"]] = (unseen > 0).astype(float)
     p = Params(values)
 
-    dose = design.scenario.product.dose
-    cells = dose.cells * np.ones(n) if dose.cells is not None else dose.cells_per_kg * weight
+    cells = dose_cells(design, weight)
     y0 = np.zeros((n, N_STATES))
-    fx = design.exhausted_fraction
-    floor = design.minimum_phenotype_share
-    fm = min(max(design.memory_fraction * (1 - fx), floor), 1 - fx - floor)
-    y0[:, INDEX["car_memory"]] = np.log(cells * fm)
-    y0[:, INDEX["car_effector"]] = np.log(cells * (1 - fm - fx))
-    y0[:, INDEX["car_exhausted"]] = np.log(cells * fx) if fx > 0 else LOG_EXTINCT
+    car = initial_car_states(design, cells, p, burden)
+    for j, state in enumerate(("car_memory", "car_effector", "car_exhausted", "car_site")):
+        y0[:, INDEX[state]] = car[:, j]
+    positive = burden * (1 - unseen) / (2.0 if split else 1.0)
     with np.errstate(divide="ignore"):
-        y0[:, INDEX["tumour_pos"]] = np.where(unseen < 1, np.log(burden * (1 - unseen)), LOG_EXTINCT)
+        y0[:, INDEX["tumour_pos"]] = np.where(unseen < 1, np.log(positive), LOG_EXTINCT)
+        y0[:, INDEX["tumour_low"]] = np.where((unseen < 1) & split, np.log(positive), LOG_EXTINCT)
         y0[:, INDEX["tumour_neg"]] = np.where(unseen > 0, np.log(burden * unseen), LOG_EXTINCT)
     y0 = np.maximum(y0, LOG_EXTINCT)
+    fx = design.exhausted_fraction * (1.0 - design.infusion.pretreatment_rested)
     for j, state in enumerate(NORMAL_STATES, start=1):
         y0[:, INDEX[state]] = np.log(getattr(p, f"normal_baseline_{j}"))
     host0 = p.host_baseline * design.host_survival
@@ -602,6 +824,8 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         cov[f"{a.name}_negative_fraction"] = q
     if len(design.antigens) > 1:
         cov["unrecognised_fraction"] = unseen
+    if design.site is not None:
+        cov["tme_suppression"] = tme_suppression
     cov["dose_cells"] = cells
     cov["blood_volume_ul"] = weight * design.conversion["blood_ml_per_kg"] * UL_PER_ML
     return CompiledCohort(covariates=cov, params=p, y0=y0)

@@ -16,6 +16,7 @@ from carcell.model.states import INDEX, N_STATES, NORMAL_STATES, Params
 _MAX_LOG_RATIO = 60.0
 
 _TM, _TE, _TX = INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"]
+_TS, _TL = INDEX["car_site"], INDEX["tumour_low"]
 _TP, _TN, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["host_lymphocytes"]
 _NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
 assert _NB.stop - _NB.start == len(NORMAL_STATES)
@@ -65,36 +66,61 @@ def dasatinib_block(y: np.ndarray, p: Params) -> np.ndarray:
 def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     """Quantities shared by the right-hand side and the outputs (stimulus, kill rates...)."""
     te = np.exp(y[:, _TE]) * p.alive_car
+    site = np.exp(y[:, _TS]) * p.alive_car * p.solid       # CAR effectors inside a solid tumour
     tp = np.exp(y[:, _TP]) * p.alive_tumour_pos
+    tl = np.exp(y[:, _TL]) * p.alive_tumour_low
     tn = np.exp(y[:, _TN]) * p.alive_tumour_neg
     normal = np.exp(y[:, _NB])                     # (n, 3) normal-tissue compartments
     rec_normal = p.block("recognition_normal_")
     act_normal = p.block("activation_normal_")
+    haem = 1.0 - p.solid
     # Antigen seen by CAR cells, weighted by how fully the construct recognises each target
     # (its logic gate over the antigen densities). Activation (proliferation, cytokines) needs
     # more antigen than killing, so each target has two recognition weights. Effectors
     # compete for antigen (ratio dependence): once effectors outnumber their targets, the
-    # stimulus per cell falls, so expansion is limited by antigen.
-    activating = p.activation_tumour * tp + (act_normal * normal).sum(axis=1)
-    killable = p.recognition_tumour * tp + (rec_normal * normal).sum(axis=1)
+    # stimulus per cell falls, so expansion is limited by antigen. In a solid tumour the
+    # circulating cells meet only normal tissue; the tumour is seen by the cells inside it.
+    tumour_act = p.activation_tumour * tp + p.activation_low * tl
+    tumour_kill = p.recognition_tumour * tp + p.recognition_low * tl
+    normal_act = (act_normal * normal).sum(axis=1)
+    normal_kill = (rec_normal * normal).sum(axis=1)
     # Dasatinib blocks CAR signalling (LCK): the cells behave as if they saw no antigen, so
     # they stop expanding, killing and secreting, and revert towards memory ("rest").
-    signalling = 1.0 - dasatinib_block(y, p)
-    stimulus = _hill(activating, p.antigen_half_stimulation + te, p.stimulus_hill) * signalling
+    block = dasatinib_block(y, p)
+    signalling = 1.0 - block
+    stimulus = _hill(haem * tumour_act + normal_act, p.antigen_half_stimulation + te, p.stimulus_hill) * signalling
+    site_stimulus = _hill(tumour_act, p.antigen_half_stimulation + site, p.stimulus_hill) * signalling * p.solid
     # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
     # limited by how many targets one effector can kill per day (serial killing), so a large
-    # tumour is not cleared by a handful of cells.
-    engaged = te / (te + p.effector_half_kill + p.k_kill * killable / p.serial_kill_max) * signalling
+    # tumour is not cleared by a handful of cells. The tumour's killers are the circulating
+    # effectors (haematological disease) or those inside it, slowed by its microenvironment.
+    killers = haem * te + site
+    engaged = killers / (killers + p.effector_half_kill + p.k_kill * (tumour_kill + haem * normal_kill)
+                         / p.serial_kill_max) * signalling * (1.0 - p.tme_kill)
+    engaged_normal = te / (te + p.effector_half_kill + p.k_kill * (normal_kill + haem * tumour_kill)
+                           / p.serial_kill_max) * signalling
     kill_tumour = p.k_kill * p.recognition_tumour * engaged
-    kill_normal = rec_normal * (p.k_kill * engaged)[:, None]
+    kill_low = p.k_kill * p.recognition_low * engaged
+    # Antigen-independent killing: NK cells through NKG2D and other activating receptors (the
+    # share of tumour cells carrying their ligands is in natural_kill), and bystander killing of
+    # antigen-negative neighbours next to CAR killing (IFN-gamma/FAS; armour such as IL-12).
+    tumour_all = tp + tl + tn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        positive_share = np.where(tumour_all > 0, (tp + tl) / tumour_all, 0.0)
+    antigen_free = p.k_kill * p.natural_kill * engaged + p.bystander_kill * (
+        kill_tumour * tp + kill_low * tl) / np.maximum(tp + tl, 1e-300) * positive_share
+    kill_normal = rec_normal * (p.k_kill * engaged_normal)[:, None]
     il15 = np.maximum(y[:, _IL15], 0.0)
     # IL-15 armour: an autocrine signal only the CAR cells see. It acts on survival (the
     # Bcl-2/Mcl-1 arm of IL-15 signalling), so it slows CAR-cell loss but cannot drive
     # antigen-independent growth without bound.
     autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "tp": tp, "tn": tn, "normal": normal, "antigen": activating,
-        "stimulus": stimulus, "kill_tumour": kill_tumour, "kill_normal": kill_normal,
+        "te": te, "site": site, "tp": tp, "tl": tl, "tn": tn, "normal": normal,
+        "antigen": haem * tumour_act + normal_act,
+        "stimulus": stimulus, "site_stimulus": site_stimulus, "block": block,
+        "kill_tumour": kill_tumour + antigen_free, "kill_low": kill_low + antigen_free,
+        "kill_negative": antigen_free, "kill_normal": kill_normal,
         "il15_drive": il15 / (il15 + p.il15_half_saturation),
         "car_survival": 1.0 - autocrine,
     }
@@ -104,32 +130,54 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     """dy/dt for every patient; ``t`` is unused (autonomous system) but kept for the solver API."""
     d = derived(y, p)
     s = d["stimulus"]
-    ltm, lte, ltx = y[:, _TM], y[:, _TE], y[:, _TX]
+    ltm, lte, ltx, lts = y[:, _TM], y[:, _TE], y[:, _TX], y[:, _TS]
     dy = np.empty_like(y)
 
     # CAR T cells: antigen drives memory -> effector differentiation, effector expansion and
     # exhaustion; without antigen, effectors revert to memory (the Kirouac 2023 toggle).
     # IL-15 above its baseline adds homeostatic proliferation (below it, removes some), so
-    # d_memory is the net loss of memory cells at baseline IL-15.
+    # d_memory is the net loss of memory cells at baseline IL-15. Allogeneic cells are also
+    # rejected by the host's recovering lymphocytes; dasatinib rests exhausted cells back into
+    # functional effectors (Weber 2021).
     homeostatic = p.rho_il15 * (d["il15_drive"] - il15_drive_at_baseline(p))
     survival = d["car_survival"]
+    host_share = np.exp(y[:, _HL]) / p.host_baseline
+    rejection = p.rejection_rate * host_share
+    rest = p.k_rest * d["block"]
+    tumour_all = d["tp"] + d["tl"] + d["tn"]
+    entering = p.traffic_per_tumour_cell * tumour_all * p.solid   # per circulating effector, 1/day
     dy[:, _TM] = (
-        (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory * survival
+        (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory * survival - rejection
         + p.k_reversion * (1.0 - s) * _ratio(lte, ltm)
     )
     steroid = steroid_effect(y, p)
+    expansion = 1.0 - p.steroid_expansion_emax * steroid
     dy[:, _TE] = (
         p.k_differentiation * s * _ratio(ltm, lte)
-        + p.rho_effector * (1.0 - p.steroid_expansion_emax * steroid) * s + homeostatic
-        - p.d_effector * survival - p.k_exhaustion * s - p.k_reversion * (1.0 - s)
+        + p.rho_effector * expansion * s + homeostatic
+        - p.d_effector * survival - p.k_exhaustion * s - p.k_reversion * (1.0 - s) - rejection
+        + rest * _ratio(ltx, lte) - entering + p.solid * p.site_egress * _ratio(lts, lte)
     )
-    dy[:, _TX] = p.k_exhaustion * s * _ratio(lte, ltx) - p.d_exhausted
-    dy[:, :3] *= p.alive_car[:, None]
+    dy[:, _TX] = p.k_exhaustion * s * _ratio(lte, ltx) - p.d_exhausted - rejection - rest
+    # CAR effectors inside a solid tumour: arrive from blood, expand on the tumour's antigen
+    # and exhaust faster under its microenvironment, die, and leave. Exhausted cells stop
+    # counting as effectors there.
+    ss = d["site_stimulus"]
+    dy[:, _TS] = p.solid * (
+        entering * _ratio(lte, lts)
+        + p.rho_effector * expansion * (1.0 - p.tme_proliferation) * ss + homeostatic
+        - p.d_effector * survival - p.k_exhaustion * (1.0 + p.tme_exhaustion) * ss
+        - rejection - p.site_egress
+    )
+    for c in (_TM, _TE, _TX, _TS):
+        dy[:, c] *= p.alive_car
 
-    # Tumour: logistic growth shared by both clones; only the antigen-positive clone is killed.
-    growth = p.tumour_growth_rate * (1.0 - (d["tp"] + d["tn"]) / p.tumour_capacity)
+    # Tumour: logistic growth shared by every clone; each clone is killed as the construct
+    # recognises it (and antigen-independently, see derived).
+    growth = p.tumour_growth_rate * (1.0 - tumour_all / p.tumour_capacity)
     dy[:, _TP] = (growth - d["kill_tumour"]) * p.alive_tumour_pos
-    dy[:, _TN] = growth * p.alive_tumour_neg
+    dy[:, _TL] = (growth - d["kill_low"]) * p.alive_tumour_low
+    dy[:, _TN] = (growth - d["kill_negative"]) * p.alive_tumour_neg
 
     # Normal tissues carrying a target antigen: constant production from precursors, turnover,
     # killing. An unused compartment holds one cell with recognition 0 and stays put.
@@ -145,18 +193,21 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
 
     # IL-15: constant production, removed by clearance and by lymphocyte uptake; the uptake
     # share at baseline sets how much lymphodepletion raises IL-15.
-    consumers = (np.exp(y[:, _HL]) + (np.exp(ltm) + d["te"]) * p.alive_car) / p.host_baseline
+    car_cells = (np.exp(ltm) + d["te"]) * p.alive_car + d["site"]
+    consumers = (np.exp(y[:, _HL]) + car_cells) / p.host_baseline
     k_clear = p.il15_elimination * (1.0 - p.il15_uptake_fraction)
     k_uptake = p.il15_elimination * p.il15_uptake_fraction
     dy[:, _IL15] = p.il15_elimination * p.il15_baseline - (k_clear + k_uptake * consumers) * y[:, _IL15]
 
-    # IFN-gamma from antigen-engaged effectors (secretion per 1e10 engaged cells); corticosteroids
-    # dampen cytokine production.
+    # IFN-gamma from antigen-engaged effectors, in blood and inside a solid tumour (secretion
+    # per 1e10 engaged cells); corticosteroids dampen cytokine production.
     dampen = 1.0 - p.steroid_cytokine_emax * steroid
-    dy[:, _IFNG] = p.ifng_secretion * dampen * d["te"] * s / 1e10 - p.ifng_clearance * y[:, _IFNG]
+    engaged_cells = d["te"] * s + d["site"] * ss
+    dy[:, _IFNG] = p.ifng_secretion * dampen * engaged_cells / 1e10 - p.ifng_clearance * y[:, _IFNG]
 
     # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
-    killed = d["kill_tumour"] * d["tp"] + (d["kill_normal"] * d["normal"]).sum(axis=1)
+    killed = (d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
+              + (d["kill_normal"] * d["normal"]).sum(axis=1))
     ifng = np.maximum(y[:, _IFNG], 0.0)
     n = p.myeloid_hill
     drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(
@@ -195,4 +246,4 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     return dy
 
 
-assert N_STATES == 18
+assert N_STATES == 20

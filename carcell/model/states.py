@@ -31,6 +31,8 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("corticosteroid", "mg", False, "corticosteroid in its effect compartment, dexamethasone-equivalent"),
     ("dasatinib", "nM", False, "plasma dasatinib"),
     ("anakinra", "mg", False, "anakinra (IL-1 receptor antagonist) in the body"),
+    ("car_site", "cells", True, "CAR effector cells inside a solid tumour (unused in haematological disease)"),
+    ("tumour_low", "cells", True, "antigen-low tumour cells (solid tumours with heterogeneous antigen)"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
@@ -77,10 +79,20 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "steroid_elimination", "steroid_ed50", "steroid_cytokine_emax", "steroid_expansion_emax",
     "dasatinib_elimination", "dasatinib_ic50", "dasatinib_hill",
     "anakinra_elimination", "anakinra_ed50", "anakinra_emax",
+    # solid tumours (docs/solid.md): 1 when the tumour sits in a site compartment the CAR cells
+    # must reach; per-capita trafficking into it per tumour cell (1/day/cell) and egress (1/day);
+    # the microenvironment's share of killing and proliferation removed, and its exhaustion gain
+    "solid", "traffic_per_tumour_cell", "site_egress", "tme_kill", "tme_proliferation", "tme_exhaustion",
+    # antigen-low clone's recognition; killing of antigen-negative neighbours (share of CAR killing);
+    # CAR-independent (NKG2D) killing of NK cells (share of k_kill)
+    "recognition_low", "activation_low", "bystander_kill", "natural_kill",
+    # host-versus-graft rejection at full host lymphocyte recovery (1/day); dasatinib rest of
+    # exhausted cells (1/day at full block)
+    "rejection_rate", "k_rest",
     # patient susceptibility: thresholds of the clinical signs (read at assessments, not in rhs)
     "fever_il6_half", "leak_il6_half", "icans_half",
     # extinction flags (1 = population alive, 0 = extinct), set at clinical rounds
-    "alive_car", "alive_tumour_pos", "alive_tumour_neg",
+    "alive_car", "alive_tumour_pos", "alive_tumour_neg", "alive_tumour_low",
 )
 PARAM_INDEX = {name: i for i, name in enumerate(PARAMETER_NAMES)}
 for _prefix in ("recognition_normal_", "activation_normal_", "neurovascular_normal_", "normal_baseline_",

@@ -141,6 +141,14 @@ class Dose(_Section):
         return self
 
 
+class Pretreatment(_Section):
+    """A drug the cells are cultured with before infusion, then washed out (docs/solid.md)."""
+
+    drug: Literal["dasatinib"] = Field("dasatinib", description="only dasatinib (rest of exhausted cells) for now")
+    concentration_nm: float = Field(100.0, gt=0, le=10_000, description="concentration in the culture (nM)")
+    hours: float = Field(24.0, gt=0, le=24 * 14, description="length of the exposure before washout (hours)")
+
+
 class Product(_Section):
     preset: str | None = Field(None, description="named product (knowledge/data/products); "
                                "keys given here override the preset's")
@@ -155,6 +163,9 @@ class Product(_Section):
     memory_fraction: float | None = Field(
         None, ge=0, le=1, description="memory/stem-like share of infused cells; default by costim"
     )
+    pretreatment: Pretreatment | None = Field(
+        None, description="culture with a drug before infusion, e.g. {drug: dasatinib, concentration_nm: 100, "
+        "hours: 24}: rests exhausted cells into functional ones")
 
     @field_validator("chassis")
     @classmethod
@@ -215,6 +226,11 @@ class Indication(_Section):
 
 class Regimen(_Section):
     lymphodepletion: str = "flu_cy"
+    route: str = Field("intravenous", description="route of administration (knowledge/data/regimens/routes.yaml): "
+                       "intravenous, or a locoregional route into a solid tumour's site")
+    infusion_days: list[float] = Field(
+        default_factory=lambda: [0.0], description="days of the infusions, each of the product's dose "
+        "(multi-dose NK regimens, e.g. [0, 7, 14]); the first must be day 0")
     protocol: str | dict = Field(
         "asco2021", description="toxicity management: a bundled protocol (knowledge/data/protocols: "
         "asco2021, zuma1_cohort6, dasatinib_switch, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
@@ -228,6 +244,19 @@ class Regimen(_Section):
 
         protocol_from_node(v, "regimen.protocol")
         return v
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: str) -> str:
+        return check_known(v, load_knowledge(False).names("regimens.routes"), "route of administration")
+
+    @field_validator("infusion_days")
+    @classmethod
+    def _infusions(cls, v: list[float]) -> list[float]:
+        days = [float(d) for d in v]
+        if not days or days[0] != 0 or any(b <= a for a, b in zip(days, days[1:])):
+            raise ValueError(f"{v!r}: give increasing days starting with the first infusion on day 0, e.g. [0, 7, 14]")
+        return days
 
     @field_validator("lymphodepletion")
     @classmethod
@@ -425,6 +454,14 @@ class Scenario(_Section):
     manufacturing: Manufacturing | None = Field(
         None, description="simulate the chain from referral to infusion (docs/logistics.md)")
     access: Access | None = Field(None, description="a region's eligible patients and who is referred")
+
+    @model_validator(mode="after")
+    def _infusions_in_follow_up(self) -> Scenario:
+        late = [d for d in self.regimen.infusion_days if d > self.trial.follow_up_days]
+        if late:
+            raise ValueError(f"regimen.infusion_days: {late} fall after trial.follow_up_days "
+                             f"({self.trial.follow_up_days:g}); drop them or follow patients longer")
+        return self
 
     @model_validator(mode="after")
     def _logistics(self) -> Scenario:

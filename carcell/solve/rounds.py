@@ -19,9 +19,10 @@ from carcell.model.rhs import rhs
 from carcell.model.states import INDEX, IS_LOG, LOG_EXTINCT, N_STATES, PARAM_INDEX, Params
 from carcell.solve.dopri5 import STATUS_NONFINITE, STATUS_OK, integrate_interval
 
-_CAR = [INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"]]
+_CAR = [INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"], INDEX["car_site"]]
 _EXTINCTION = (
     ("alive_tumour_pos", [INDEX["tumour_pos"]]),
+    ("alive_tumour_low", [INDEX["tumour_low"]]),
     ("alive_tumour_neg", [INDEX["tumour_neg"]]),
     ("alive_car", _CAR),
 )
@@ -64,6 +65,7 @@ def simulate_batch(
     progress=None,
     assess=None,
     assessment_days: np.ndarray | None = None,
+    infusions: list[tuple[float, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Params]:
     """Integrate every patient over ``times`` (days, starting at 0).
 
@@ -88,6 +90,10 @@ def simulate_batch(
     if 0 in assess_at:
         assess(float(times[0]), y, np.flatnonzero(status == STATUS_OK))
         out[:, 0] = y
+    doses = {}
+    for day, add in infusions or []:
+        (at,) = _round_plan(times, np.array([day]))
+        doses[at] = add
     h = None
     tol = atol_vector(atol)
     failed_at = np.full(n, times.size)
@@ -100,6 +106,11 @@ def simulate_batch(
             apply_extinction(y, values)
         bad = ~np.all(np.isfinite(y), axis=1)
         status[bad & (status == STATUS_OK)] = STATUS_NONFINITE
+        if j in doses:
+            ok = status == STATUS_OK
+            for c, col in enumerate(_CAR):
+                y[ok, col] = np.logaddexp(y[ok, col], doses[j][ok, c])
+            values[ok, PARAM_INDEX["alive_car"]] = 1.0
         if j in assess_at:
             assess(float(times[j]), y, np.flatnonzero(status == STATUS_OK))
         failed_at[(status != STATUS_OK) & (failed_at == times.size)] = j
