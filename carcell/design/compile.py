@@ -381,6 +381,7 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
                     "marrow and nodes")
         ledger.rule("site_egress", 0.0, "1/day", "no tumour site")
         ledger.rule("traffic_per_tumour_cell", 0.0, "1/day", "no tumour site")
+        ledger.rule("site_volume_per_tumour_cell", 0.0, "1", "no tumour site")
         for name in _TME_EFFECTS:
             ledger.rule(name, 0.0, "1", "no solid-tumour microenvironment")
         for name in ("recognition_low", "activation_low"):
@@ -392,6 +393,10 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
     ledger.rule("traffic_per_tumour_cell", 0.0, "1/day",
                 f"per patient: {ip}.site.trafficking / ({ip}.tumour.cells_per_ml x weight), delivery in "
                 "proportion to the tumour's share of body mass")
+    volume = float(k.value("tme.systemic_volume")) * 1000.0   # mL
+    ledger.rule("site_volume_per_tumour_cell", 1.0 / (float(k.value(f"{ip}.tumour.cells_per_ml")) * volume), "1",
+                f"1 / ({ip}.tumour.cells_per_ml x tme.systemic_volume): the tumour's volume per cell over the "
+                "volume the systemic half-stimulation and TK50 refer to")
     for name in ("recognition_low", "activation_low"):
         ledger.rule(name, 0.0, "1", f"per patient: as recognition of the positive clone, at the mean density "
                     f"of the lower half ({ip}.tumour.antigen_heterogeneity)")

@@ -89,13 +89,18 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     block = dasatinib_block(y, p)
     signalling = 1.0 - block
     stimulus = _hill(haem * tumour_act + normal_act, p.antigen_half_stimulation + te, p.stimulus_hill) * signalling
-    site_stimulus = _hill(tumour_act, p.antigen_half_stimulation + site, p.stimulus_hill) * signalling * p.solid
+    tumour_all = tp + tl + tn
+    # Inside a solid tumour the cells meet at the tumour's own density: the half-stimulation
+    # and TK50 are the systemic ones scaled down to the tumour's volume.
+    local = p.site_volume_per_tumour_cell * tumour_all
+    site_stimulus = _hill(tumour_act, p.antigen_half_stimulation * local + site, p.stimulus_hill) * signalling * p.solid
     # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
     # limited by how many targets one effector can kill per day (serial killing), so a large
     # tumour is not cleared by a handful of cells. The tumour's killers are the circulating
     # effectors (haematological disease) or those inside it, slowed by its microenvironment.
     killers = haem * te + site
-    engaged = killers / (killers + p.effector_half_kill + p.k_kill * (tumour_kill + haem * normal_kill)
+    half_kill = p.effector_half_kill * (haem + p.solid * local)
+    engaged = killers / (killers + half_kill + p.k_kill * (tumour_kill + haem * normal_kill)
                          / p.serial_kill_max) * signalling * (1.0 - p.tme_kill)
     engaged_normal = te / (te + p.effector_half_kill + p.k_kill * (normal_kill + haem * tumour_kill)
                            / p.serial_kill_max) * signalling
@@ -104,7 +109,6 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # Antigen-independent killing: NK cells through NKG2D and other activating receptors (the
     # share of tumour cells carrying their ligands is in natural_kill), and bystander killing of
     # antigen-negative neighbours next to CAR killing (IFN-gamma/FAS; armour such as IL-12).
-    tumour_all = tp + tl + tn
     with np.errstate(invalid="ignore", divide="ignore"):
         positive_share = np.where(tumour_all > 0, (tp + tl) / tumour_all, 0.0)
     antigen_free = p.k_kill * p.natural_kill * engaged + p.bystander_kill * (

@@ -83,6 +83,10 @@ PARAMETER_NAMES: tuple[str, ...] = (
     # must reach; per-capita trafficking into it per tumour cell (1/day/cell) and egress (1/day);
     # the microenvironment's share of killing and proliferation removed, and its exhaustion gain
     "solid", "traffic_per_tumour_cell", "site_egress", "tme_kill", "tme_proliferation", "tme_exhaustion",
+    # inside a tumour, CAR and tumour cells share the tumour's volume: the systemic half-
+    # stimulation and TK50 (whole-body counts) shrink by tumour volume / systemic volume, i.e.
+    # scale with the tumour's cells (this per-tumour-cell factor, 1/cell)
+    "site_volume_per_tumour_cell",
     # antigen-low clone's recognition; killing of antigen-negative neighbours (share of CAR killing);
     # CAR-independent (NKG2D) killing of NK cells (share of k_kill)
     "recognition_low", "activation_low", "bystander_kill", "natural_kill",

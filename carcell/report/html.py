@@ -68,7 +68,8 @@ TOXICITY_LABELS = {
     "tocilizumab_use": "Tocilizumab given", "steroid_use": "Corticosteroids given",
     "icu_admission": "ICU admission",
 }
-CRITERIA_NAMES = {"lugano": "Lugano 2014", "imwg": "IMWG", "marrow_blasts": "bone-marrow blasts"}
+CRITERIA_NAMES = {"lugano": "Lugano 2014", "imwg": "IMWG", "marrow_blasts": "bone-marrow blasts",
+                  "recist": "RECIST 1.1", "rano": "RANO"}
 ARM_KINDS = {"car": "CAR", "soc": "SOC"}
 RATE_ORDER = ["orr", "cr", "orr_infused", "cr_infused"]
 DEATH_CAUSES = {"progression": "progression", "crs": "CRS", "icans": "ICANS", "infection": "infection",

@@ -71,6 +71,8 @@ def _response_rows(criteria: str, arm: dict) -> list[tuple[str, str]]:
         rows.append(("MRD-negative CR (1e-5)", format_rate(arm.get("mrd_negative"))))
     else:
         rows.append(("Complete response", format_rate(arm.get("cr"))))
+        if criteria in ("recist", "rano"):
+            rows.append(("Disease control (CR+PR+SD)", format_rate(arm.get("disease_control"))))
     return rows
 
 

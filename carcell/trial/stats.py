@@ -37,7 +37,7 @@ from carcell.errors import TrialDataError
 #: best_response categories counted as objective response
 RESPONDER_CATEGORIES = ("CR", "VGPR", "PR")
 #: response criteria a trial may use
-CRITERIA = ("lugano", "imwg", "marrow_blasts")
+CRITERIA = ("lugano", "imwg", "marrow_blasts", "recist", "rano")
 #: causes of death of the contract, always reported (possibly 0)
 DEATH_CAUSES = ("progression", "crs", "icans", "infection", "other")
 #: age threshold of the default age subgroup, years
@@ -524,10 +524,11 @@ def arm_summary(patients: pd.DataFrame, criteria: str, landmarks_days: Sequence[
     ----------
     patients : DataFrame
         Rows of a single arm (docs/trial-outputs.md).
-    criteria : {"lugano", "imwg", "marrow_blasts"}
+    criteria : {"lugano", "imwg", "marrow_blasts", "recist", "rano"}
         Adds ``cr_cri`` (and ``mrd_negative`` if the column exists) for marrow_blasts,
         ``cr_or_better``, ``vgpr_or_better`` (and ``stringent_cr``, ``mrd_negative`` if the
-        columns exist) for imwg.
+        columns exist) for imwg, ``disease_control`` (CR, PR or SD as best response) for
+        recist and rano.
     """
     if criteria not in CRITERIA:
         raise TrialDataError(f"response criteria {criteria!r} are unknown; known: {', '.join(CRITERIA)}")
@@ -554,6 +555,8 @@ def arm_summary(patients: pd.DataFrame, criteria: str, landmarks_days: Sequence[
         if "mrd_negative" in patients.columns:
             mrd_negative = event_flags(patients["mrd_negative"].to_numpy(dtype=object))
             out["mrd_negative"] = binomial_rate(int(mrd_negative.sum()), n)
+    elif criteria in ("recist", "rano"):
+        out["disease_control"] = binomial_rate(int(np.isin(best, ("CR", "PR", "SD")).sum()), n)
     elif criteria == "imwg":
         out["cr_or_better"] = binomial_rate(int(cr.sum()), n)
         out["vgpr_or_better"] = binomial_rate(int(np.isin(best, ("CR", "VGPR")).sum()), n)
