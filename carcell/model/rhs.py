@@ -93,7 +93,9 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # Inside a solid tumour the cells meet at the tumour's own density: the half-stimulation
     # and TK50 are the systemic ones scaled down to the tumour's volume.
     local = p.site_volume_per_tumour_cell * tumour_all
-    site_stimulus = _hill(tumour_act, p.antigen_half_stimulation * local + site, p.stimulus_hill) * signalling * p.solid
+    # (haem keeps the half positive so the unused site stimulus is 0, not 0/0)
+    site_stimulus = _hill(tumour_act, p.antigen_half_stimulation * (local + haem) + site,
+                          p.stimulus_hill) * signalling * p.solid
     # Killing per target cell (1/day): saturates in effectors (TK50, Kirouac 2023) and is
     # limited by how many targets one effector can kill per day (serial killing), so a large
     # tumour is not cleared by a handful of cells. The tumour's killers are the circulating

@@ -1,0 +1,188 @@
+"""Solid tumours, CAR-NK biology and the new regimen options (docs/solid.md), with the real
+solver on small cohorts. Each test compares two runs that differ in one thing, so it fails
+when the mechanism is missing or points the wrong way."""
+
+import numpy as np
+import pytest
+
+from carcell.cohort.run import run_cohort
+from carcell.design import compile_chunk, resolve_design
+from carcell.errors import ScenarioError
+from carcell.knowledge import load_knowledge
+from carcell.model.states import INDEX, LOG_EXTINCT, PARAM_INDEX, Params
+from carcell.scenario.load import validate_raw
+from carcell.solve.rounds import simulate_batch
+
+
+def scenario(disease="gastric", target="CLDN18.2", chassis="autologous_T", n=30, seed=5, days=60,
+             regimen=None, product=None, costim=("CD28",)):
+    raw = {
+        "indication": {"disease": disease},
+        "product": {"chassis": chassis, "car": {"target": target, "costim": list(costim)},
+                    "dose": {"cells": 2.5e8}, **(product or {})},
+        "regimen": {**(regimen or {})},
+        "population": {"n": n, "seed": seed},
+        "trial": {"follow_up_days": days},
+    }
+    return validate_raw(raw)
+
+
+def cohort(**kw):
+    r = run_cohort(scenario(**kw))
+    assert (r.patients["solver_status"] == "ok").all()
+    return r
+
+
+def at(r, q, day):
+    return r.trajectories[q][:, np.searchsorted(r.times, day)].astype(float)
+
+
+def test_haematological_disease_leaves_the_new_compartments_empty():
+    r = run_cohort(validate_raw({"indication": {"disease": "LBCL"}, "population": {"n": 8, "seed": 1},
+                                 "trial": {"follow_up_days": 30}}))
+    assert r.design.site is None
+    assert np.all(r.trajectories["car_site"] < 1e-10) and np.all(r.trajectories["tumour_low"] < 1e-10)
+
+
+def test_solid_tumour_splits_positive_cells_into_antigen_high_and_low_clones():
+    d = resolve_design(scenario(), load_knowledge())
+    c = compile_chunk(d, 0, 20)
+    p = c.params
+    assert np.all(p.solid == 1)
+    # the low half is recognised less than the high half, and both start equal in size
+    assert np.all(p.recognition_low <= p.recognition_tumour) and np.any(p.recognition_low < p.recognition_tumour)
+    assert np.allclose(c.y0[:, INDEX["tumour_low"]], c.y0[:, INDEX["tumour_pos"]])
+
+
+def test_antigen_low_cells_escape():
+    r = cohort(days=90)
+    pos, low = at(r, "tumour_pos", 90), at(r, "tumour_low", 90)
+    # equal at infusion; antigen-low cells outnumber antigen-high ones once CAR cells have acted
+    assert np.median(low / pos) > 1.0
+
+
+def test_locoregional_delivery_puts_more_car_cells_in_the_tumour_than_intravenous():
+    iv = cohort(days=28)
+    ip = cohort(days=28, regimen={"route": "intraperitoneal"})
+    assert np.median(at(ip, "car_site", 1)) > 10 * np.median(at(iv, "car_site", 1))
+    assert np.median(at(ip, "tumour_total_cells", 28)) < np.median(at(iv, "tumour_total_cells", 28))
+
+
+def test_a_route_that_does_not_reach_the_tumour_is_refused_with_the_field_named():
+    with pytest.raises(ScenarioError, match="regimen.route: intraventricular does not reach gastric"):
+        resolve_design(scenario(regimen={"route": "intraventricular"}), load_knowledge())
+
+
+def test_armour_against_tgf_beta_lowers_the_microenvironments_hold_on_car_cells():
+    k = load_knowledge()
+    plain = resolve_design(scenario(disease="pancreatic", target="MSLN"), k)
+    armoured = resolve_design(scenario(disease="pancreatic", target="MSLN", product={"armour": ["dnTGFbRII"]}), k)
+    assert armoured.typical["tme_proliferation"] < plain.typical["tme_proliferation"]
+    a = cohort(disease="pancreatic", target="MSLN", product={"armour": ["dnTGFbRII"]}, days=45)
+    b = cohort(disease="pancreatic", target="MSLN", days=45)
+    assert np.median(at(a, "car_site", 21)) > np.median(at(b, "car_site", 21))
+
+
+def _run_with(sc, change):
+    """Simulate a scenario's patients with one parameter changed (no other difference)."""
+    d = resolve_design(sc, load_knowledge())
+    c = compile_chunk(d, 0, sc.population.n)
+    values = c.params.values.copy()
+    change(values)
+    times = np.arange(0.0, sc.trial.follow_up_days + 1)
+    Y, status, _ = simulate_batch(Params(values), c.y0, times, np.array([0.0, times[-1]]), rtol=1e-6, atol=1e-8)
+    assert (status == 0).all()
+    return Y
+
+
+def test_nk_cells_kill_antigen_negative_tumour_cells_through_nkg2d():
+    sc = scenario(disease="colorectal", target="CEA", chassis="PB-NK", costim=("2B4",), days=21)
+    d = resolve_design(sc, load_knowledge())
+    assert d.typical["natural_kill"] > 0
+    with_nk = _run_with(sc, lambda v: None)
+    without = _run_with(sc, lambda v: v.__setitem__((slice(None), PARAM_INDEX["natural_kill"]), 0.0))
+    neg = INDEX["tumour_neg"]
+    assert np.all(with_nk[:, -1, neg] <= without[:, -1, neg] + 1e-9)
+    assert np.any(with_nk[:, -1, neg] < without[:, -1, neg] - 1e-3)
+
+
+def test_t_cells_have_no_car_independent_killing():
+    d = resolve_design(scenario(disease="colorectal", target="CEA"), load_knowledge())
+    assert d.typical["natural_kill"] == 0
+
+
+def test_host_rejection_shortens_allogeneic_nk_persistence_without_lymphodepletion():
+    common = {"disease": "LBCL", "target": "CD19", "chassis": "PB-NK", "costim": ("2B4",), "days": 28}
+    deep = cohort(**common)
+    none = cohort(**common, regimen={"lymphodepletion": "none"})
+    assert np.median(at(none, "car_total_cells", 14)) < np.median(at(deep, "car_total_cells", 14))
+    # and the loss is rejection: with the rate at zero the same patients keep more cells
+    sc = scenario(**{**common, "n": 10}, regimen={"lymphodepletion": "none"})
+    rejected = _run_with(sc, lambda v: None)
+    spared = _run_with(sc, lambda v: v.__setitem__((slice(None), PARAM_INDEX["rejection_rate"]), 0.0))
+    te = INDEX["car_effector"]
+    assert np.all(rejected[:, 14, te] < spared[:, 14, te])
+
+
+def test_dasatinib_pretreatment_rests_exhausted_cells_before_infusion():
+    k = load_knowledge()
+    base = {"disease": "B-ALL", "target": "CD19", "chassis": "NK-92", "costim": ("2B4",)}
+    plain = resolve_design(scenario(**base), k)
+    rested = resolve_design(scenario(**base, product={"pretreatment": {"drug": "dasatinib", "concentration_nm": 100,
+                                                                        "hours": 24}}), k)
+    c0, c1 = compile_chunk(plain, 0, 5), compile_chunk(rested, 0, 5)
+    x = INDEX["car_exhausted"]
+    assert np.all(c1.y0[:, x] < c0.y0[:, x])          # fewer exhausted cells...
+    assert np.all(c1.y0[:, INDEX["car_effector"]] > c0.y0[:, INDEX["car_effector"]])   # ...more effectors
+    # the same dose: total cells unchanged
+    tot = lambda c: np.logaddexp.reduce(c.y0[:, [INDEX["car_memory"], INDEX["car_effector"], x]], axis=1)
+    assert np.allclose(tot(c0), tot(c1))
+
+
+def test_dasatinib_in_the_body_moves_exhausted_cells_back_to_effectors():
+    sc = scenario(disease="LBCL", target="CD19", costim=("4-1BB",), n=6, days=3)
+    x, e, da = INDEX["car_exhausted"], INDEX["car_effector"], INDEX["dasatinib"]
+    d = resolve_design(sc, load_knowledge())
+    c = compile_chunk(d, 0, 6)
+    y0 = c.y0.copy()
+    y0[:, da] = 1e4          # held far above the IC50 (elimination off below)
+    values = c.params.values.copy()
+    values[:, PARAM_INDEX["dasatinib_elimination"]] = 0.0
+    times = np.arange(0.0, 4.0)
+    on, _, _ = simulate_batch(Params(values), y0, times, np.array([0.0, 3.0]), rtol=1e-7, atol=1e-9)
+    values[:, PARAM_INDEX["k_rest"]] = 0.0
+    off, _, _ = simulate_batch(Params(values), y0, times, np.array([0.0, 3.0]), rtol=1e-7, atol=1e-9)
+    assert np.all(on[:, -1, x] < off[:, -1, x] - 0.5)    # rest empties the exhausted pool
+    assert np.all(on[:, -1, e] > off[:, -1, e])
+
+
+def test_multi_dose_regimen_gives_each_dose_on_its_day():
+    # irradiated NK-92 cannot divide, so the jump on a dosing day is the dose itself
+    r = cohort(disease="LBCL", target="CD19", chassis="NK-92", costim=("2B4",), days=30, n=6,
+               regimen={"infusion_days": [0, 7, 14]})
+    inf = r.events[r.events["event"] == "infusion"]
+    assert sorted(inf["day"].unique()) == [0.0, 7.0, 14.0]
+    assert (inf.groupby("patient_id").size() == 3).all()
+    # each dose raises the whole-body CAR count by about the dose
+    for day in (7, 14):
+        j = np.searchsorted(r.times, day)
+        before = r.trajectories["car_total_cells"][:, j - 1].astype(float)
+        after = r.trajectories["car_total_cells"][:, j].astype(float)
+        assert np.allclose(after - before, r.patients["dose_cells"].to_numpy(), rtol=0.1)
+
+
+def test_infusion_after_follow_up_is_a_clear_error():
+    with pytest.raises(Exception, match="regimen.infusion_days"):
+        scenario(days=20, regimen={"infusion_days": [0, 30]})
+
+
+def test_solid_response_is_read_by_recist_and_glioblastoma_by_rano():
+    k = load_knowledge()
+    assert resolve_design(scenario(), k).response_criteria == "recist"
+    assert resolve_design(scenario(disease="GBM", target="IL13Ra2"), k).response_criteria == "rano"
+
+
+def test_extinct_site_stays_extinct_in_haematological_patients_after_a_second_dose():
+    r = cohort(disease="LBCL", target="CD19", n=4, days=10, regimen={"infusion_days": [0, 5]})
+    assert np.all(r.trajectories["car_site"] < 1e-10)
+    assert LOG_EXTINCT < 0
