@@ -186,3 +186,41 @@ def test_extinct_site_stays_extinct_in_haematological_patients_after_a_second_do
     r = cohort(disease="LBCL", target="CD19", n=4, days=10, regimen={"infusion_days": [0, 5]})
     assert np.all(r.trajectories["car_site"] < 1e-10)
     assert LOG_EXTINCT < 0
+
+
+def _pulse(dose_mg):
+    return {"name": "pulse", "prophylaxis": [{
+        "id": "dasatinib_days_3_6", "give": "dasatinib",
+        "days": {"value": [3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5], "unit": "day", "source": "assumption", "note": "test"},
+        "dose": {"value": dose_mg, "unit": "mg", "source": "assumption", "note": "test"}}], "rules": []}
+
+
+def test_dasatinib_schedule_pauses_expansion_by_dose_and_releases_it():
+    def run(protocol):
+        r = run_cohort(validate_raw({"indication": {"disease": "LBCL"}, "product": {"preset": "axi-cel"},
+                                     "regimen": {"protocol": protocol}, "population": {"n": 12, "seed": 3},
+                                     "trial": {"follow_up_days": 28}}))
+        return at(r, "car_total_cells", 6.5), at(r, "car_total_cells", 20)
+    free, free_later = run("none")
+    low, _ = run(_pulse(10))
+    high, high_later = run(_pulse(140))
+    # the pause deepens with the dose...
+    assert np.median(high) < np.median(low) < np.median(free)
+    # ...and is reversible: released cells expand again (more at day 20 than at the end of the pause)
+    assert np.median(high_later) > np.median(high)
+
+
+def test_secreted_il15_armour_raises_serum_il15_and_persistence_but_membrane_il15_does_not_leak():
+    def run(armour):
+        r = run_cohort(validate_raw({"indication": {"disease": "LBCL"},
+                                     "product": {"chassis": "CB-NK", "car": {"target": "CD19", "costim": ["CD28"]},
+                                                 "armour": armour, "dose": {"cells_per_kg": 1e7}},
+                                     "population": {"n": 10, "seed": 4}, "trial": {"follow_up_days": 60}}))
+        return r.patients["il15_peak_pg_per_ml"].to_numpy(), at(r, "car_total_cells", 60)
+    none_il15, none_cells = run([])
+    sec_il15, sec_cells = run(["IL-15_secreted"])
+    mem_il15, mem_cells = run(["IL-15_membrane"])
+    assert np.all(sec_il15 > none_il15)                  # systemic exposure from secretion
+    assert np.allclose(mem_il15, none_il15, rtol=0.05)   # membrane-bound: no serum IL-15 of its own...
+    assert np.median(mem_cells) > np.median(none_cells)   # ...but the cells persist longer
+    assert np.median(sec_cells) > np.median(none_cells)

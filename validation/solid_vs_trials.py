@@ -45,12 +45,12 @@ NEGATIVE = "antigens.CLDN18.2.indications.gastric.negative_cell_fraction"
 WEIGHT, GAIN = "tme.proliferation_weight", "tme.exhaustion_gain"
 
 
-def set_values(weight: float, negative: float) -> None:
-    """Write the two fitted values into the cached knowledge tree the next run reads."""
+def set_values(weight: float, negative: float, gain_ratio: float) -> None:
+    """Write the two fitted values into the cached knowledge tree the next run reads
+    (``exhaustion_gain`` = ``gain_ratio`` x the proliferation weight)."""
     k = load_knowledge(False)
-    base_gain = k.node(GAIN).setdefault("_base", k.node(GAIN)["value"] / max(k.node(WEIGHT)["value"], 1e-12))
     k.node(WEIGHT)["value"] = weight
-    k.node(GAIN)["value"] = weight * base_gain
+    k.node(GAIN)["value"] = weight * gain_ratio
     k.node(NEGATIVE)["value"] = [negative, k.node(NEGATIVE)["value"][1]]
 
 
@@ -84,10 +84,11 @@ def fit(n: int, evals: int) -> None:
     t = load_yaml(ROOT / "validation" / "targets" / "solid_ct041.yaml")
     k = load_knowledge(False)
     x0 = np.array([np.log(k.value(WEIGHT)), logit(k.value(NEGATIVE)[0])])
+    ratio = float(k.value(GAIN)) / float(k.value(WEIGHT))
 
     def objective(x: np.ndarray) -> float:
         weight, negative = float(np.exp(x[0])), float(expit(x[1]))
-        set_values(weight, negative)
+        set_values(weight, negative, ratio)
         sim = simulate(n, seed=SEED + 1)   # fit on other patients than the report
         total = sum(binomial_deviance(sim[m], float(t[m]["value"]), int(t[m]["size"]))
                     for m in ("orr", "disease_control"))
@@ -99,7 +100,7 @@ def fit(n: int, evals: int) -> None:
     res = minimize(objective, x0, method="Nelder-Mead",
                    options={"maxfev": evals, "xatol": 0.03, "fatol": 0.2, "initial_simplex": simplex})
     weight, negative = float(np.exp(res.x[0])), float(expit(res.x[1]))
-    set_values(weight, negative)
+    set_values(weight, negative, ratio)
     print(f"\nbest deviance {res.fun:.2f} after {res.nfev} evaluations; values for the data files "
           f"(source: fit):\n  {WEIGHT}: {weight:.3g} ({GAIN} = the same x its ratio)\n  {NEGATIVE}: median {negative:.3g}\n")
     report(simulate(200))

@@ -113,6 +113,7 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
     if design.response_criteria == "imwg":
         df["stringent_cr"] = resp.stringent_cr
     df["il6_peak_pg_per_ml"] = np.nanmax(traj["il6"], axis=1)
+    df["il15_peak_pg_per_ml"] = np.nanmax(traj["il15"], axis=1)
     df["ifng_peak_pg_per_ml"] = np.nanmax(traj["ifng"], axis=1)
     for col, v in tissue_cols.items():
         df[col] = v

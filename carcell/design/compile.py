@@ -233,6 +233,11 @@ def _car_kinetics(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> N
         ledger.base("il15_autocrine", f"armour.{autocrine[0]}.il15_autocrine")
     else:
         ledger.rule("il15_autocrine", 0.0, "pg/mL", "no IL-15 armour")
+    secreting = [a for a in c.armour if "il15_secretion" in k.node(f"armour.{a}")]
+    if secreting:
+        ledger.base("il15_secretion", f"armour.{secreting[0]}.il15_secretion")
+    else:
+        ledger.rule("il15_secretion", 0.0, "pg/mL/day", "no secreted IL-15 armour")
 
 
 def _half_densities(ledger: Ledger, k: Knowledge, c: Construct) -> dict[str, tuple[float, float]]:

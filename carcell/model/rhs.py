@@ -198,12 +198,18 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     )
 
     # IL-15: constant production, removed by clearance and by lymphocyte uptake; the uptake
-    # share at baseline sets how much lymphodepletion raises IL-15.
+    # share at baseline sets how much lymphodepletion raises IL-15. CAR cells count with their
+    # exhausted ones here (they still carry the IL-15 transgene).
     car_cells = (np.exp(ltm) + d["te"]) * p.alive_car + d["site"]
     consumers = (np.exp(y[:, _HL]) + car_cells) / p.host_baseline
+    car_cells = car_cells + np.exp(ltx) * p.alive_car
     k_clear = p.il15_elimination * (1.0 - p.il15_uptake_fraction)
     k_uptake = p.il15_elimination * p.il15_uptake_fraction
-    dy[:, _IL15] = p.il15_elimination * p.il15_baseline - (k_clear + k_uptake * consumers) * y[:, _IL15]
+    # Secreting armour adds the CAR cells' own IL-15 to serum: systemic exposure that drives
+    # every IL-15-dependent cell, the CAR cells included (benefit and, at large numbers, toxicity).
+    secreted = p.il15_secretion * car_cells / 1e10
+    dy[:, _IL15] = (p.il15_elimination * p.il15_baseline + secreted
+                    - (k_clear + k_uptake * consumers) * y[:, _IL15])
 
     # IFN-gamma from antigen-engaged effectors, in blood and inside a solid tumour (secretion
     # per 1e10 engaged cells); corticosteroids dampen cytokine production.

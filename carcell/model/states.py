@@ -65,8 +65,9 @@ PARAMETER_NAMES: tuple[str, ...] = (
     # normal tissues carrying a target antigen (cells, 1/day)
     *(f"normal_baseline_{j}" for j in range(1, 4)),
     *(f"normal_turnover_{j}" for j in range(1, 4)),
-    # armour: IL-15 signal (pg/mL) CAR cells see on top of serum IL-15
-    "il15_autocrine",
+    # armour: IL-15 signal (pg/mL) CAR cells see on top of serum IL-15, and what secreted IL-15
+    # adds to serum (pg/mL/day per 1e10 CAR cells)
+    "il15_autocrine", "il15_secretion",
     # host lymphocytes and IL-15
     "host_baseline", "host_turnover", "il15_baseline", "il15_elimination", "il15_uptake_fraction",
     # cytokines and myeloid activation
