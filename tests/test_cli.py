@@ -37,6 +37,9 @@ ALLOWED = {   # NE: died before the first response assessment (docs/trials.md)
     "LBCL": {"CR", "PR", "SD", "PD", "NE"},
     "MM": {"CR", "VGPR", "PR", "SD", "PD", "NE"},
     "B-ALL": {"CR", "NR", "PD", "NE"},
+    # solid tumours (RECIST) and glioblastoma (RANO)
+    **{d: {"CR", "PR", "SD", "PD", "NE"} for d in ("gastric", "GBM", "neuroblastoma", "mesothelioma",
+                                                   "colorectal", "pancreatic", "breast")},
 }
 OUTPUT_FILES = ("patients.parquet", "trajectories.nc", "events.parquet", "summary.json",
                 "provenance.json", "kinetics.png", "tumour_burden.png", "waterfall.png")
@@ -126,7 +129,7 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     for t in tissues:  # a normal tissue can only lose cells to the CAR, from its baseline
         assert df[f"{t}_nadir_fraction"].between(0, 1 + 1e-9).all(), t
     assert df["tmax_days"].between(0, 60).all()
-    assert set(df["relapse_antigen"].dropna()) <= {"none", "positive", "negative"}
+    assert set(df["relapse_antigen"].dropna()) <= {"none", "positive", "negative", "low"}
 
     # trajectories.nc: patient x time, units everywhere, time increasing
     with xr.open_dataset(out / "trajectories.nc") as ds:
@@ -147,7 +150,9 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
     assert {"patient_id", "day", "event", "value", "detail"} <= set(ev.columns)
     assert set(ev["event"]) <= EVENT_KINDS, set(ev["event"])
     inf = ev[ev["event"] == "infusion"]
-    assert sorted(inf["patient_id"]) == list(range(n)) and (inf["day"] == 0).all()
+    days = raw.get("regimen", {}).get("infusion_days", [0])   # one infusion per patient and dosing day
+    assert sorted(inf["patient_id"]) == sorted(list(range(n)) * len(days))
+    assert sorted(inf["day"].unique()) == sorted(float(d) for d in days if d <= 60)
 
     # provenance.json
     prov = json.loads((out / "provenance.json").read_text())

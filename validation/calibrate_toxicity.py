@@ -8,6 +8,10 @@ Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``
 - ``physiology.myeloid.ifng_half_activation``, ``physiology.myeloid.activation_hill``,
   ``physiology.myeloid.deactivation_rate``: how readily, how steeply and how long myeloid
   cells are activated (CRS onset and duration);
+- ``physiology.myeloid.damp_weight``, ``physiology.myeloid.damp_half_activation``: how strongly
+  and from how much killing debris of dying tumour cells (DAMPs, pyroptosis; Santurio 2025)
+  activates myeloid cells: killing starts at infusion, before expansion, so this sets how early
+  CRS can begin and how it scales with tumour burden;
 - ``toxicity.variability.il6_max``: the patient-to-patient spread of myeloid IL-6 capacity;
 - ``toxicity.signs.fever_il6_half``: fever threshold (CRS any grade);
 - ``toxicity.signs.leak_il6_half`` and its patient-to-patient spread
@@ -50,6 +54,8 @@ PARAMS = {
     "physiology.myeloid.ifng_half_activation": (5.0, 5000.0),
     "physiology.myeloid.deactivation_rate": (0.1, 3.0),
     "physiology.myeloid.activation_hill": (0.5, 3.0),
+    "physiology.myeloid.damp_weight": (0.1, 3.0),
+    "physiology.myeloid.damp_half_activation": (1e8, 1e12),
     "toxicity.signs.fever_il6_half": (5.0, 5000.0),
     "toxicity.signs.leak_il6_half": (50.0, 5e4),
     "toxicity.variability.leak_il6_half": (0.1, 2.0),

@@ -125,7 +125,8 @@ def draw_baseline_labs(k, indication: str, seed: int, patient_ids: np.ndarray) -
     ``np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(pid, 7)))``, so a patient's
     labs are the same whatever other ids are drawn with it (chunking invariance).
     """
-    if indication not in indications(k) and "baseline_labs" in k.node(f"indications.{indication}"):
+    if (indication not in indications(k) and indication in k.names("indications")
+            and "baseline_labs" in k.node(f"indications.{indication}")):
         indication = k.text(f"indications.{indication}.baseline_labs")   # shared labs, e.g. solid
     if indication not in indications(k):
         raise ValueError(f"indication.disease: no baseline labs for {indication!r}; "
