@@ -1,4 +1,4 @@
-"""The ``carcell`` command: ``carcell run`` and ``carcell validate``.
+"""The ``carcell`` command: ``carcell run``, ``carcell validate``, ``carcell assay`` and the rest.
 
 A mistake in the input ends with one line on stderr naming the field and the fix, and exit
 status 2; results already written are never deleted.
@@ -309,6 +309,9 @@ def run(
     sc = _load(scenario, n, seed, overrides)
     if out.exists() and not out.is_dir():
         raise CarcellError(f"--out {out}: exists and is not a directory; choose another path")
+    if sc.species == "mouse":   # an NSG xenograft experiment instead of patients (docs/preclinical.md)
+        _run_mouse(sc, out, plots)
+        return
     with Progress(TextColumn("[bold]simulating {task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as bar:
@@ -340,6 +343,99 @@ def run(
     if "logistics" in trial:
         _print_logistics(trial, result, out, plots)
     out_console.print(f"results in {out}/")
+
+
+def _run_mouse(sc, out: Path, plots: bool) -> None:
+    """``carcell run`` on a ``species: mouse`` scenario: treated and control mice, their files and table."""
+    from carcell.preclinical.mouse import run_xenograft, write_xenograft
+
+    with Progress(TextColumn("[bold]simulating mice"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("mice", total=1.0)
+        result = run_xenograft(sc, progress=lambda done, total: bar.update(task, completed=done / max(total, 1)))
+    _print_warnings(result.cohort.design)
+    summ = write_xenograft(result, out, {"command": " ".join(sys.argv)}, plots=plots)
+    x = summ["xenograft"]
+    groups = list(x["mice"])
+    t = Table(title=f"{sc.name}: {x['tumour_line']} ({x['site']}) in {x['strain']} mice")
+    t.add_column("measure")
+    for g in groups:
+        t.add_column("CAR-treated" if g == "CAR" else "untreated controls")
+    t.add_row("mice", *(str(x["mice"][g]) for g in groups))
+    size = "tumour volume, mm3" if x["site"] == "subcutaneous" else "leukaemic cells"
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    for d in (7, 14, 21, 28):
+        key = f"median_size_day_{d}"
+        if key in x:
+            t.add_row(f"median {size}, day {d} (mice still alive)", *(fmt(x[key][g]) for g in groups))
+    t.add_row(f"reached the humane endpoint ({x['humane_endpoint']:g})",
+              *(str(x["endpoint_reached"][g]) for g in groups))
+    t.add_row("median survival, days", *("not reached" if x["median_survival_days"][g] is None
+                                         else f"{x['median_survival_days'][g]:.1f}" for g in groups))
+    cmax = summ["cmax_cells_per_ul"]["median"]
+    t.add_row("Cmax, CAR cells per uL blood (median)", fmt(cmax), *([""] * (len(groups) - 1)))
+    out_console.print(t)
+    if "logrank_p_car_vs_control" in x:
+        out_console.print(f"log-rank test, treated against controls: p = {x['logrank_p_car_vs_control']:.3g}")
+    out_console.print("not applicable to mice (computed by the shared pipeline, marked in summary.json): "
+                      + ", ".join(summ["not_applicable"]), highlight=False, soft_wrap=True)
+    plot = "tumour_volume.png" if x["site"] == "subcutaneous" else "leukaemic_burden.png"
+    out_console.print(f"results in {out}/ (mice.parquet, tumour_size.parquet"
+                      + (f", {plot}, survival.png" if plots else "") + ")")
+
+
+@app.command()
+def assay(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file (its assay: section, or the defaults)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    overrides: SetOpt = None,
+    plots: Annotated[bool, typer.Option(help="write PNG plots")] = True,
+) -> None:
+    """Simulate an in-vitro killing assay of the product: E:T ratios, killing over time, IFN-gamma,
+    serial restimulation, dasatinib during the assay (docs/preclinical.md)."""
+    from carcell.preclinical.assay import run_assay, write_assay
+
+    sc = _load(scenario, None, None, overrides)
+    if out.exists() and not out.is_dir():
+        raise CarcellError(f"--out {out}: exists and is not a directory; choose another path")
+    with err_console.status("simulating the assay"):
+        result = run_assay(sc)
+    _print_warnings(result.design)
+    files = write_assay(result, out, plots=plots, extra={"command": " ".join(sys.argv)})
+    a = result.assay
+    tc = result.timecourse
+    marks = sorted({h for h in (4.0, 24.0, a.hours) if h <= a.hours})
+    t = Table(title=f"{sc.name}: killing of {a.target_line} ({a.target_cells:.3g} targets in "
+              f"{a.well_volume_ul:g} uL, {result.design.construct.summary()})")
+    t.add_column("E:T")
+    t.add_column("dasatinib, nM")
+    for h in marks:
+        t.add_column(f"lysis {h:g} h, %")
+    t.add_column(f"IFN-gamma {a.hours:g} h, pg/mL")
+    t.add_column(f"CAR cells {a.hours:g} h (exhausted %)")
+    for w in result.wells.itertuples():
+        if w.effector_to_target == 0:
+            continue
+        g = tc[tc["well"] == w.well].set_index("hour")
+        end = g.loc[a.hours]
+        t.add_row(f"{w.effector_to_target:g}", f"{w.dasatinib_nm:g}",
+                  *(f"{g.loc[h, 'lysis_percent']:.1f}" for h in marks), f"{end['ifng_pg_per_ml']:.3g}",
+                  f"{end['car_cells']:.3g} ({100 * end['car_exhausted_cells'] / max(end['car_cells'], 1e-300):.0f}%)")
+    out_console.print(t)
+    if a.restimulations:
+        r = result.rounds
+        t = Table(title=f"serial restimulation: lysis at the end of each round (fresh targets every "
+                  f"{a.restimulate_every_hours:g} h)")
+        t.add_column("E:T")
+        t.add_column("dasatinib, nM")
+        for k in sorted(r["round"].unique()):
+            t.add_column(f"round {k + 1}, %")
+        for (ratio, drug), g in r.groupby(["effector_to_target", "dasatinib_nm"]):
+            t.add_row(f"{ratio:g}", f"{drug:g}", *(f"{v:.1f}" for v in g.sort_values("round")["lysis_percent"]))
+        out_console.print(t)
+    if result.summary["solver_failures"]:
+        err_console.print(f"[red]solver failures in {result.summary['solver_failures']} well(s)[/red]")
+    out_console.print(f"written to {out}/: " + ", ".join(p.name for p in files), highlight=False, soft_wrap=True)
 
 
 def _print_logistics(trial: dict, result, out: Path, plots: bool) -> None:

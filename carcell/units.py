@@ -55,6 +55,12 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "USD/day",  # per-day hospital costs
         "miles",  # travel distance to a treatment centre
         "doses",  # doses per allogeneic batch
+        "mL",  # volumes of blood and plasma (preclinical hosts)
+        "uL",  # well volumes of in-vitro assays
+        "mm3",  # xenograft tumour volumes (caliper convention)
+        "cells/mm3",  # tumour cells per mm3 of xenograft
+        "IU/mL",  # IL-2 in culture medium
+        "pg/IU",  # mass of one international unit of a cytokine
     }
 )
 

@@ -99,6 +99,11 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     with ``ids``) scales each burden at referral to the burden at infusion."""
     k = load_knowledge()
     design = resolve_design(scenario, k)
+    compile_ = compile_chunk
+    if scenario.species == "mouse":   # an NSG xenograft: the same model at mouse scale (docs/preclinical.md)
+        from carcell.preclinical.mouse import xenograft_chunk, xenograft_design
+
+        design, compile_ = xenograft_design(design), xenograft_chunk
     assessments = assessment_days(k)
     times = output_times(scenario, assessments)
     assessments = assessments[assessments <= times[-1]]
@@ -114,8 +119,8 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     done = 0
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        c = compile_chunk(design, start, stop, ids=cohort_ids[start:stop],
-                          burden_factor=None if burden_factor is None else burden_factor[start:stop])
+        c = compile_(design, start, stop, ids=cohort_ids[start:stop],
+                     burden_factor=None if burden_factor is None else burden_factor[start:stop])
 
         def step(j: int, base=done, m=stop - start) -> None:
             if progress is not None and (j % 5 == 0 or j == times.size - 1):

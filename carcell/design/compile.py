@@ -812,8 +812,9 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
     # IL-15 at infusion: the quasi-steady level for the depleted lymphocyte compartment
     # (lymphodepletion ends about 3 days before infusion, several IL-15 half-lives).
     consumers = (host0 + cells * (1 - fx)) / p.host_baseline
-    k_el, f_up = p.il15_elimination, p.il15_uptake_fraction
-    y0[:, INDEX["il15"]] = k_el * p.il15_baseline / (k_el * (1 - f_up) + k_el * f_up * consumers)
+    f_up = p.il15_uptake_fraction
+    removal = (1 - f_up) + f_up * consumers   # relative to the baseline removal rate
+    y0[:, INDEX["il15"]] = p.il15_baseline / removal
     y0[:, INDEX["ifng"]] = 0.0
     y0[:, INDEX["macrophage_activation"]] = 0.0
     y0[:, INDEX["il6"]] = p.il6_baseline

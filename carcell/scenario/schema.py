@@ -443,6 +443,122 @@ class Trial(_Section):
         return self
 
 
+
+def _line_names() -> list[str]:
+    return load_knowledge(False).names("preclinical.lines")
+
+
+def line_for(disease: str) -> str | None:
+    """The first tumour line (knowledge/data/preclinical/lines.yaml) that stands for a disease."""
+    k = load_knowledge(False)
+    return next((n for n in _line_names() if k.text(f"preclinical.lines.{n}.disease") == disease), None)
+
+
+def _default_line(field: str, disease: str) -> str:
+    line = line_for(disease)
+    if line is None:
+        raise ValueError(f"{field}: no tumour line in knowledge/data/preclinical/lines.yaml stands for "
+                         f"{disease}; name one of {', '.join(_line_names())}")
+    return line
+
+
+class Assay(_Section):
+    """An in-vitro cytotoxicity assay of the scenario's product (docs/preclinical.md)."""
+
+    target_line: str | None = Field(None, description="target cell line (knowledge/data/preclinical/lines.yaml); "
+                                    "default: the line that stands for the indication")
+    target_cells: float = Field(1e4, gt=0, le=1e8, description="target cells seeded per well (and added at each "
+                                "restimulation)")
+    well_volume_ul: float = Field(200.0, gt=0, le=1e5, description="medium volume per well (uL)")
+    effector_to_target: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 5.0, 10.0],
+                                            description="E:T ratios: CAR+ cells per seeded target cell")
+    hours: float = Field(72.0, gt=0, le=24 * 60, description="length of the assay (hours)")
+    readout_every_hours: float = Field(1.0, gt=0, le=24 * 7, description="read-out interval (hours)")
+    restimulate_every_hours: float | None = Field(
+        None, gt=0, description="serial restimulation: fresh targets are added every this many hours")
+    restimulations: int = Field(0, ge=0, le=50, description="how many times fresh targets are added")
+    medium_il15_pg_ml: float | None = Field(None, ge=0, le=1e6, description="IL-15 in the medium (pg/mL); "
+                                            "default: knowledge/data/preclinical/assay.yaml")
+    medium_il2_iu_ml: float = Field(0.0, ge=0, le=1e5, description="IL-2 in the medium (IU/mL), counted as IL-15")
+    dasatinib_nm: list[float] = Field(default_factory=lambda: [0.0], description="dasatinib present during the "
+                                      "assay (nM); a list gives one set of wells per concentration")
+    dasatinib_washout_hours: float | None = Field(None, gt=0, description="hour at which dasatinib is washed "
+                                                  "out of every well (the cells stay)")
+
+    @field_validator("target_line")
+    @classmethod
+    def _line(cls, v: str | None) -> str | None:
+        return None if v is None else check_known(v, _line_names(), "tumour line")
+
+    @field_validator("effector_to_target", "dasatinib_nm", mode="before")
+    @classmethod
+    def _as_list(cls, v):
+        return [v] if isinstance(v, (int, float)) else v
+
+    @field_validator("effector_to_target")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if not v or any(r < 0 or r > 1000 for r in v):
+            raise ValueError(f"{v!r}: give one or more E:T ratios between 0 and 1000, e.g. [1, 5, 10]")
+        return v
+
+    @field_validator("dasatinib_nm")
+    @classmethod
+    def _dasatinib(cls, v: list[float]) -> list[float]:
+        if not v or any(c < 0 or c > 10_000 for c in v):
+            raise ValueError(f"{v!r}: give one or more dasatinib concentrations between 0 and 10000 nM, "
+                             "e.g. [0, 10, 100]")
+        return v
+
+
+class Xenograft(_Section):
+    """A mouse xenograft experiment for ``species: mouse`` (docs/preclinical.md)."""
+
+    strain: Literal["NSG"] = Field("NSG", description="host strain (knowledge/data/preclinical/hosts.yaml)")
+    tumour_line: str | None = Field(None, description="tumour line (knowledge/data/preclinical/lines.yaml); "
+                                    "default: the line that stands for the indication")
+    site: Literal["subcutaneous", "intravenous"] | None = Field(
+        None, description="subcutaneous (a solid tumour measured by caliper) or intravenous (a leukaemia); "
+        "default: the line's usual site")
+    implanted_cells: float | None = Field(None, gt=0, le=1e10, description="tumour cells implanted "
+                                          "(default 1e6 when starting_volume_mm3 is not given)")
+    days_from_implant: float = Field(7.0, ge=0, le=365, description="days from implantation to the first CAR dose")
+    starting_volume_mm3: float | None = Field(None, gt=0, le=1e5, description="subcutaneous tumour volume at the "
+                                              "first CAR dose, instead of implanted_cells")
+    endpoint_volume_mm3: float | None = Field(None, gt=0, le=1e5, description="humane endpoint of a subcutaneous "
+                                              "tumour; default: hosts.yaml")
+    endpoint_cells: float | None = Field(None, gt=0, le=1e12, description="humane endpoint of an intravenous "
+                                         "leukaemia (leukaemic cells); default: hosts.yaml")
+    measure_every_days: float | None = Field(None, gt=0, le=60, description="caliper/imaging interval; "
+                                             "default: hosts.yaml")
+    controls: int | None = Field(None, ge=0, le=100_000, description="untreated control mice (tumour only); "
+                                 "default: as many as treated (population.n)")
+    il15_pg_ml: float | None = Field(None, ge=0, le=1e6, description="IL-15 the human cells see in the mouse "
+                                     "(e.g. with cytokine support); default: hosts.yaml")
+
+    @field_validator("tumour_line")
+    @classmethod
+    def _line(cls, v: str | None) -> str | None:
+        return None if v is None else check_known(v, _line_names(), "tumour line")
+
+
+def _check_assay(a: Assay) -> None:
+    """Timing rules of an assay that involve several of its fields."""
+    if a.readout_every_hours > a.hours:
+        raise ValueError(f"assay.readout_every_hours ({a.readout_every_hours:g}) is longer than assay.hours "
+                         f"({a.hours:g}); read out at least once, e.g. every 1 hour")
+    if a.restimulations and a.restimulate_every_hours is None:
+        raise ValueError(f"assay.restimulations: {a.restimulations} restimulations need "
+                         "assay.restimulate_every_hours, e.g. 48")
+    if a.restimulations and a.restimulate_every_hours * a.restimulations >= a.hours:
+        need = a.restimulate_every_hours * (a.restimulations + 1)
+        raise ValueError(f"assay.hours: {a.hours:g} h ends before the last of {a.restimulations} restimulations "
+                         f"every {a.restimulate_every_hours:g} h; set hours to {need:g}")
+    if a.dasatinib_washout_hours is not None and a.dasatinib_washout_hours >= a.hours:
+        raise ValueError(f"assay.dasatinib_washout_hours ({a.dasatinib_washout_hours:g}) must fall before the "
+                         f"end of the assay ({a.hours:g} h)")
+
+
 class Scenario(_Section):
     name: str = "scenario"
     description: str = ""
@@ -454,6 +570,10 @@ class Scenario(_Section):
     manufacturing: Manufacturing | None = Field(
         None, description="simulate the chain from referral to infusion (docs/logistics.md)")
     access: Access | None = Field(None, description="a region's eligible patients and who is referred")
+    species: Literal["human", "mouse"] = Field(
+        "human", description="human: virtual patients; mouse: an NSG xenograft experiment (section xenograft)")
+    assay: Assay | None = Field(None, description="an in-vitro killing assay of the product, run by `carcell assay`")
+    xenograft: Xenograft | None = Field(None, description="the mouse experiment of species: mouse")
 
     @model_validator(mode="after")
     def _infusions_in_follow_up(self) -> Scenario:
@@ -490,4 +610,50 @@ class Scenario(_Section):
                 a.manufacturing for a in self.trial.arms):
             raise ValueError("access: referred patients need a route; add a manufacturing section, "
                              "e.g. manufacturing: {route: axi-cel}")
+        return self
+
+    @model_validator(mode="after")
+    def _preclinical(self) -> Scenario:
+        """Defaults and limits of the preclinical modes (docs/preclinical.md)."""
+        disease = self.indication.disease
+        if self.assay is not None:
+            _check_assay(self.assay)
+            if self.assay.target_line is None:
+                self.assay.target_line = _default_line("assay.target_line", disease)
+        if self.species == "human":
+            if self.xenograft is not None:
+                raise ValueError("xenograft: a mouse experiment needs species: mouse; add it or remove the section")
+            return self
+        if self.trial.arms:
+            raise ValueError("trial.arms: a mouse experiment is one treated group against untreated controls; "
+                             "write one scenario file per group (e.g. examples/nk92_*_mouse.yaml)")
+        if self.manufacturing is not None or self.access is not None:
+            raise ValueError("manufacturing: the chain from referral to infusion is for patients; remove "
+                             "manufacturing and access from a species: mouse scenario")
+        if "lymphodepletion" in self.regimen.model_fields_set and self.regimen.lymphodepletion != "none":
+            raise ValueError(f"regimen.lymphodepletion: NSG mice have no lymphocytes to deplete; set none "
+                             f"(not {self.regimen.lymphodepletion})")
+        self.regimen.lymphodepletion = "none"
+        x = self.xenograft if self.xenograft is not None else Xenograft()
+        if x.implanted_cells is not None and x.starting_volume_mm3 is not None:
+            raise ValueError("xenograft: give implanted_cells (with days_from_implant) or starting_volume_mm3, "
+                             "not both")
+        k = load_knowledge(False)
+        if x.tumour_line is None:
+            x.tumour_line = _default_line("xenograft.tumour_line", disease)
+        if x.site is None:
+            x.site = k.text(f"preclinical.lines.{x.tumour_line}.site")
+        if x.site == "intravenous":
+            if x.starting_volume_mm3 is not None:
+                raise ValueError("xenograft.starting_volume_mm3: an intravenous leukaemia has no volume to measure; "
+                                 "give implanted_cells and days_from_implant")
+            if x.endpoint_volume_mm3 is not None:
+                raise ValueError("xenograft.endpoint_volume_mm3: an intravenous leukaemia has no volume; give its "
+                                 "humane endpoint as endpoint_cells (leukaemic cells)")
+        elif x.endpoint_cells is not None:
+            raise ValueError("xenograft.endpoint_cells: a subcutaneous tumour ends at a volume; give "
+                             "endpoint_volume_mm3 instead")
+        if x.implanted_cells is None and x.starting_volume_mm3 is None:
+            x.implanted_cells = 1e6
+        object.__setattr__(self, "xenograft", x)   # plain set: assignment would re-run these validators
         return self
