@@ -224,3 +224,16 @@ def test_secreted_il15_armour_raises_serum_il15_and_persistence_but_membrane_il1
     assert np.allclose(mem_il15, none_il15, rtol=0.05)   # membrane-bound: no serum IL-15 of its own...
     assert np.median(mem_cells) > np.median(none_cells)   # ...but the cells persist longer
     assert np.median(sec_cells) > np.median(none_cells)
+
+
+def test_solid_tumours_grow_at_patient_specific_rates_and_blood_cancers_do_not():
+    k = load_knowledge()
+    solid = compile_chunk(resolve_design(scenario(n=50), k), 0, 50)
+    rates = solid.params.tumour_growth_rate
+    typical = float(k.value("indications.gastric.tumour.growth_rate"))
+    sd = float(k.value("indications.gastric.tumour.growth_rate_log_sd"))
+    # log-normal around the indication's rate with its log-SD (50 draws: loose bounds)
+    assert abs(np.median(np.log(rates / typical))) < 0.5 * sd
+    assert 0.6 * sd < np.std(np.log(rates)) < 1.4 * sd
+    haem = compile_chunk(resolve_design(validate_raw({"indication": {"disease": "LBCL"}}), k), 0, 20)
+    assert np.ptp(haem.params.tumour_growth_rate) == 0

@@ -129,6 +129,7 @@ class SolidSite:
     heterogeneity: float        # log-SD of antigen density across one tumour's positive cells
     suppression: float          # typical combined microenvironment suppression S (0-1)
     suppression_omega: float    # patient-to-patient log-SD of S's odds
+    growth_log_sd: float        # patient-to-patient log-SD of the tumour's growth rate
     weights: dict[str, float]   # tme_kill / tme_proliferation / tme_exhaustion per unit S
     components: dict[str, float]  # each component's strength after armour relief
 
@@ -430,6 +431,7 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
         cells_per_ml=float(k.value(f"{ip}.tumour.cells_per_ml")),
         heterogeneity=float(k.value(f"{ip}.tumour.antigen_heterogeneity")),
         suppression=suppression, suppression_omega=float(k.value("tme.variability")),
+        growth_log_sd=float(k.value(f"{ip}.tumour.growth_rate_log_sd")),
         weights=weights, components=components)
 
 
@@ -650,13 +652,15 @@ def patient_rng(seed: int, patient: int) -> np.random.Generator:
 
 # Columns of each patient's standard-normal draws: 5 fixed, then one per variability omega,
 # then three per additional antigen (density, negative share, patient positivity), then the
-# tumour microenvironment's suppression (appended last, so earlier draws stay as they were).
+# solid tumour's microenvironment suppression and growth rate (appended last, so earlier draws
+# stay as they were).
 _FIXED_DRAWS = 5
+_SOLID_DRAWS = 2
 
 
 def patient_draws(design: Design, ids: np.ndarray) -> np.ndarray:
     """Each patient's standard normals, one row per id, from the patient's own stream."""
-    n_draws = _FIXED_DRAWS + len(design.omega_order) + 3 * (len(design.antigens) - 1) + 1
+    n_draws = _FIXED_DRAWS + len(design.omega_order) + 3 * (len(design.antigens) - 1) + _SOLID_DRAWS
     draws = np.empty((len(ids), n_draws))
     for row, i in enumerate(ids):
         draws[row] = patient_rng(design.scenario.population.seed, int(i)).standard_normal(n_draws)
@@ -770,11 +774,14 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         # delivery follows the tumour's share of body mass (cells per mL taken as per gram)
         values[:, PARAM_INDEX["traffic_per_tumour_cell"]] = design.site.trafficking / (design.site.cells_per_ml * weight)
         st = design.site
-        odds = st.suppression / max(1.0 - st.suppression, 1e-12) * np.exp(st.suppression_omega * draws[:, -1])
+        z_tme, z_growth = draws[:, -2], draws[:, -1]
+        odds = st.suppression / max(1.0 - st.suppression, 1e-12) * np.exp(st.suppression_omega * z_tme)
         suppression = odds / (1.0 + odds)
         tme_suppression = suppression
         for name, w in st.weights.items():
             values[:, PARAM_INDEX[name]] = w * suppression
+        # solid tumours grow at very different rates from patient to patient
+        values[:, PARAM_INDEX["tumour_growth_rate"]] *= np.exp(st.growth_log_sd * z_growth)
     for j in range(1, NORMAL_SLOTS + 1):
         if j <= len(design.tissues):
             t = design.tissues[j - 1]
@@ -837,6 +844,7 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         cov["unrecognised_fraction"] = unseen
     if design.site is not None:
         cov["tme_suppression"] = tme_suppression
+        cov["tumour_growth_rate"] = values[:, PARAM_INDEX["tumour_growth_rate"]]
     cov["dose_cells"] = cells
     cov["blood_volume_ul"] = weight * design.conversion["blood_ml_per_kg"] * UL_PER_ML
     return CompiledCohort(covariates=cov, params=p, y0=y0)

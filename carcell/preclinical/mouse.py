@@ -144,6 +144,7 @@ def _mouse_site(L, k: Knowledge, m: MouseSetup, ratio: float) -> SolidSite | Non
            f"1 / ({_XENO}.cells_per_mm3 x 1000 x mouse systemic volume {mouse_ml:.3g} mL)")
     return SolidSite(trafficking=float(k.value(f"{_XENO}.trafficking")), cells_per_ml=per_ml, heterogeneity=0.0,
                      suppression=float(k.value(f"{_XENO}.tme_suppression")), suppression_omega=0.0,
+                     growth_log_sd=0.0,   # one xenograft line: mice differ by take, not by growth law
                      weights={n: float(k.value(f"tme.{w}")) for n, w in _TME.items()}, components={})
 
 
