@@ -229,16 +229,17 @@ def _car_kinetics(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> N
     if not act.get("kills", True) and not (c.gate.kind == "AND" and c.gate.mode == "synnotch"):
         ledger.rule("k_kill", 0.0, ledger.records["k_kill"].unit,
                     f"{c.activation} drives transcription, not killing", keep_steps=True)
-    autocrine = [a for a in c.armour if "il15_autocrine" in k.node(f"armour.{a}")]
-    if autocrine:
-        ledger.base("il15_autocrine", f"armour.{autocrine[0]}.il15_autocrine")
+    _from_armour(ledger, k, c, "il15_autocrine", "pg/mL", "no IL-15 armour")
+    _from_armour(ledger, k, c, "il15_secretion", "pg/mL/day", "no secreted IL-15 armour")
+
+
+def _from_armour(ledger: Ledger, k: Knowledge, c: Construct, name: str, unit: str, otherwise: str) -> None:
+    """A parameter only armour supplies: the first armour of the construct that has it, else 0."""
+    having = [a for a in c.armour if name in k.node(f"armour.{a}")]
+    if having:
+        ledger.base(name, f"armour.{having[0]}.{name}")
     else:
-        ledger.rule("il15_autocrine", 0.0, "pg/mL", "no IL-15 armour")
-    secreting = [a for a in c.armour if "il15_secretion" in k.node(f"armour.{a}")]
-    if secreting:
-        ledger.base("il15_secretion", f"armour.{secreting[0]}.il15_secretion")
-    else:
-        ledger.rule("il15_secretion", 0.0, "pg/mL/day", "no secreted IL-15 armour")
+        ledger.rule(name, 0.0, unit, otherwise)
 
 
 def _half_densities(ledger: Ledger, k: Knowledge, c: Construct) -> dict[str, tuple[float, float]]:
@@ -452,11 +453,7 @@ def _antigen_free_killing(ledger: Ledger, k: Knowledge, disease: str, c: Constru
         ledger.rule("natural_kill", ledger.value("natural_kill") * share, "1",
                     f"x {share:.3g}, the share of {disease} cells carrying NKG2D ligands "
                     f"({lp}.patients_positive x (1 - median negative_cell_fraction))", keep_steps=True)
-    bystander = [a for a in c.armour if "bystander_kill" in k.node(f"armour.{a}")]
-    if bystander:
-        ledger.base("bystander_kill", f"armour.{bystander[0]}.bystander_kill")
-    else:
-        ledger.rule("bystander_kill", 0.0, "1", "no armour that kills antigen-negative neighbours")
+    _from_armour(ledger, k, c, "bystander_kill", "1", "no armour that kills antigen-negative neighbours")
 
 
 def _chassis_host(ledger: Ledger, k: Knowledge, c: Construct) -> None:
