@@ -44,11 +44,11 @@ def validate(
     overrides: SetOpt = None,
 ) -> None:
     """Check a scenario file and show what would run."""
-    from carcell.design import resolve_design
+    from carcell.cohort.run import scenario_design
     from carcell.knowledge import load_knowledge
 
     sc = _load(scenario, None, None, overrides)
-    d = resolve_design(sc, load_knowledge())
+    d = scenario_design(sc, load_knowledge())[0]
     p = sc.product
     dose = (f"{p.dose.cells_per_kg:.3g} CAR+ cells/kg" if p.dose.cells_per_kg is not None
             else f"{p.dose.cells:.3g} CAR+ cells (flat)")
@@ -72,7 +72,7 @@ def validate(
             if a.kind == "soc":
                 arms.append(f"{a.name} (x{a.ratio}): standard of care {a.standard_of_care}")
             else:
-                ad = resolve_design(a.scenario, load_knowledge())
+                ad = scenario_design(a.scenario, load_knowledge())[0]
                 arms.append(f"{a.name} (x{a.ratio}): {ad.construct.summary()}")
         t.add_row("arms", "\n".join(arms))
     if sc.population.calibration:
@@ -87,10 +87,11 @@ app.add_typer(design_app, name="design")
 
 
 def _design(scenario: Path, overrides: list[str] | None = None):
-    from carcell.design import resolve_design
+    """The design a run would use (for a mouse scenario, the one rescaled to the mouse)."""
+    from carcell.cohort.run import scenario_design
     from carcell.knowledge import load_knowledge
 
-    return resolve_design(_load(scenario, None, None, overrides), load_knowledge())
+    return scenario_design(_load(scenario, None, None, overrides), load_knowledge())[0]
 
 
 def _print_warnings(d) -> None:

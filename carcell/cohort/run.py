@@ -32,6 +32,17 @@ class CohortResult:
     events: pd.DataFrame
 
 
+def scenario_design(scenario: Scenario, k) -> tuple[Design, Callable]:
+    """The scenario's design and the function that draws its patients: a patient's, or for
+    ``species: mouse`` the same model at NSG-mouse scale (docs/preclinical.md)."""
+    design = resolve_design(scenario, k)
+    if scenario.species != "mouse":
+        return design, compile_chunk
+    from carcell.preclinical.mouse import xenograft_chunk, xenograft_design  # noqa: PLC0415 - optional mode
+
+    return xenograft_design(design), xenograft_chunk
+
+
 def output_times(scenario: Scenario, assessments: np.ndarray | None = None) -> np.ndarray:
     """The output grid: every ``output_every_days``, plus the toxicity assessment times and the
     infusion days."""
@@ -98,12 +109,7 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
     ``progress(done, total)`` reports work units. ``burden_factor`` (one per patient, aligned
     with ``ids``) scales each burden at referral to the burden at infusion."""
     k = load_knowledge()
-    design = resolve_design(scenario, k)
-    compile_ = compile_chunk
-    if scenario.species == "mouse":   # an NSG xenograft: the same model at mouse scale (docs/preclinical.md)
-        from carcell.preclinical.mouse import xenograft_chunk, xenograft_design
-
-        design, compile_ = xenograft_design(design), xenograft_chunk
+    design, compile_ = scenario_design(scenario, k)
     assessments = assessment_days(k)
     times = output_times(scenario, assessments)
     assessments = assessments[assessments <= times[-1]]
