@@ -29,7 +29,7 @@ from carcell.clinical import grading
 from carcell.clinical.signs import SignModel, observe
 from carcell.errors import ScenarioError
 from carcell.knowledge import Knowledge
-from carcell.model.states import INDEX, Params
+from carcell.model.states import CAR_STATES, INDEX, LOG_EXTINCT, Params
 
 _WHEN = re.compile(r"^\s*(crs|icans)\s*>=\s*([0-5])\s*(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
 DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
@@ -230,8 +230,9 @@ class Manager:
             # the next assessment. Without iCasp9 on the construct it does nothing.
             if self.icasp9_removed > 0:
                 shift = np.log1p(-self.icasp9_removed)
-                for state in ("car_memory", "car_effector", "car_exhausted"):
-                    y[who, INDEX[state]] += shift
+                for state in CAR_STATES:   # wherever the cells are, a solid tumour included
+                    col = INDEX[state]
+                    y[who, col] = np.maximum(y[who, col] + shift, LOG_EXTINCT)
         else:
             dex = amount_mg if drug == "dexamethasone" else amount_mg / self.mp_per_dex
             y[who, INDEX["corticosteroid"]] += dex

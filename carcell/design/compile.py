@@ -31,7 +31,7 @@ from carcell.knowledge import Knowledge
 from carcell.knowledge.store import Entry, check_entry
 from carcell.model.rhs import il15_drive_at_baseline
 from carcell.model.states import (
-    INDEX, LOG_EXTINCT, N_STATES, NORMAL_SLOTS, NORMAL_STATES, PARAM_INDEX, PARAMETER_NAMES, Params,
+    CAR_STATES, INDEX, LOG_EXTINCT, N_STATES, NORMAL_SLOTS, NORMAL_STATES, PARAM_INDEX, PARAMETER_NAMES, Params,
 )
 from carcell.scenario.schema import Scenario
 from carcell.units import UL_PER_ML
@@ -177,6 +177,11 @@ class Design:
     @property
     def warnings(self) -> list[str]:
         return self.construct.warnings
+
+    @property
+    def infused_exhausted_fraction(self) -> float:
+        """Exhausted share of the cells as infused, after any pretreatment rested part of them."""
+        return self.exhausted_fraction * (1.0 - self.infusion.pretreatment_rested)
 
     @property
     def recognition_half_density(self) -> float:
@@ -678,7 +683,7 @@ def initial_car_states(design: Design, cells: np.ndarray, y_params: Params, burd
     are lost (r / (r + egress + d_effector), r the per-cell influx at baseline burden) starts
     there too, the distribution phase of the first day."""
     inf = design.infusion
-    fx = design.exhausted_fraction * (1.0 - inf.pretreatment_rested)
+    fx = design.infused_exhausted_fraction
     floor = design.minimum_phenotype_share
     fm = min(max(design.memory_fraction * (1 - design.exhausted_fraction), floor), 1 - design.exhausted_fraction - floor)
     out = np.full((cells.size, 4), LOG_EXTINCT)
@@ -800,7 +805,7 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
     cells = dose_cells(design, weight)
     y0 = np.zeros((n, N_STATES))
     car = initial_car_states(design, cells, p, burden)
-    for j, state in enumerate(("car_memory", "car_effector", "car_exhausted", "car_site")):
+    for j, state in enumerate(CAR_STATES):
         y0[:, INDEX[state]] = car[:, j]
     positive = burden * (1 - unseen) / (2.0 if split else 1.0)
     with np.errstate(divide="ignore"):
@@ -808,7 +813,7 @@ def compile_chunk(design: Design, start: int, stop: int, ids: np.ndarray | None 
         y0[:, INDEX["tumour_low"]] = np.where((unseen < 1) & split, np.log(positive), LOG_EXTINCT)
         y0[:, INDEX["tumour_neg"]] = np.where(unseen > 0, np.log(burden * unseen), LOG_EXTINCT)
     y0 = np.maximum(y0, LOG_EXTINCT)
-    fx = design.exhausted_fraction * (1.0 - design.infusion.pretreatment_rested)
+    fx = design.infused_exhausted_fraction
     for j, state in enumerate(NORMAL_STATES, start=1):
         y0[:, INDEX[state]] = np.log(getattr(p, f"normal_baseline_{j}"))
     host0 = p.host_baseline * design.host_survival

@@ -111,10 +111,9 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # Antigen-independent killing: NK cells through NKG2D and other activating receptors (the
     # share of tumour cells carrying their ligands is in natural_kill), and bystander killing of
     # antigen-negative neighbours next to CAR killing (IFN-gamma/FAS; armour such as IL-12).
-    with np.errstate(invalid="ignore", divide="ignore"):
-        positive_share = np.where(tumour_all > 0, (tp + tl) / tumour_all, 0.0)
+    # Bystander killing is a share of the CAR's kills per day, spread over every tumour cell.
     antigen_free = p.k_kill * p.natural_kill * engaged + p.bystander_kill * (
-        kill_tumour * tp + kill_low * tl) / np.maximum(tp + tl, 1e-300) * positive_share
+        kill_tumour * tp + kill_low * tl) / np.maximum(tumour_all, 1e-300)
     kill_normal = rec_normal * (p.k_kill * engaged_normal)[:, None]
     il15 = np.maximum(y[:, _IL15], 0.0)
     # IL-15 armour: an autocrine signal only the CAR cells see. It acts on survival (the
@@ -122,7 +121,7 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # antigen-independent growth without bound.
     autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "site": site, "tp": tp, "tl": tl, "tn": tn, "normal": normal,
+        "te": te, "site": site, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
         "antigen": haem * tumour_act + normal_act,
         "stimulus": stimulus, "site_stimulus": site_stimulus, "block": block,
         "kill_tumour": kill_tumour + antigen_free, "kill_low": kill_low + antigen_free,
@@ -150,7 +149,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     host_share = np.exp(y[:, _HL]) / p.host_baseline
     rejection = p.rejection_rate * host_share
     rest = p.k_rest * d["block"]
-    tumour_all = d["tp"] + d["tl"] + d["tn"]
+    tumour_all = d["tumour_all"]
     entering = p.traffic_per_tumour_cell * tumour_all * p.solid   # per circulating effector, 1/day
     dy[:, _TM] = (
         (p.rho_memory - p.k_differentiation) * s + homeostatic - p.d_memory * survival - rejection

@@ -36,6 +36,8 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
+#: the CAR-cell states, in the order doses and extinction use them (circulating, then in a tumour)
+CAR_STATES: tuple[str, ...] = ("car_memory", "car_effector", "car_exhausted", "car_site")
 N_STATES = len(STATES)
 IS_LOG = tuple(s[2] for s in STATES)
 INDEX = {name: i for i, name in enumerate(STATE_NAMES)}

@@ -33,7 +33,7 @@ from carcell.design import compile_chunk, resolve_design
 from carcell.design.compile import Design, initial_car_states
 from carcell.errors import ScenarioError
 from carcell.knowledge import load_knowledge
-from carcell.model.states import INDEX, LOG_EXTINCT, NORMAL_SLOTS, PARAM_INDEX, Params
+from carcell.model.states import CAR_STATES, INDEX, LOG_EXTINCT, NORMAL_SLOTS, PARAM_INDEX, Params
 from carcell.preclinical.common import (
     human_plasma_ml, in_vitro_growth_rate, scale_column, set_column, systemic_ml,
 )
@@ -42,7 +42,7 @@ from carcell.solve.dopri5 import STATUS_NAMES
 from carcell.solve.rounds import simulate_batch
 
 ASSAY = "preclinical.assay"
-_CAR = ("car_memory", "car_effector", "car_exhausted", "car_site")
+_CAR = CAR_STATES
 _TUMOUR = ("tumour_pos", "tumour_low", "tumour_neg")
 _TUMOUR_FLAGS = ("alive_tumour_pos", "alive_tumour_low", "alive_tumour_neg")
 

@@ -33,7 +33,7 @@ import pandas as pd
 from carcell.design import compile_chunk
 from carcell.design.compile import CompiledCohort, Design, SolidSite
 from carcell.knowledge import Knowledge
-from carcell.model.states import INDEX, LOG_EXTINCT, PARAM_INDEX
+from carcell.model.states import CAR_STATES, INDEX, LOG_EXTINCT, PARAM_INDEX
 from carcell.preclinical.common import HOSTS, HUMAN, LINES, human_plasma_ml, systemic_ml
 from carcell.scenario.schema import Scenario, Xenograft
 
@@ -246,7 +246,7 @@ def _controls(design: Design, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
     from carcell.solve.rounds import simulate_batch
 
     c = xenograft_chunk(design, 0, 0, ids=ids)
-    for s in ("car_memory", "car_effector", "car_exhausted", "car_site"):
+    for s in CAR_STATES:
         c.y0[:, INDEX[s]] = LOG_EXTINCT
     c.params.values[:, PARAM_INDEX["alive_car"]] = 0.0
     solver = design.scenario.trial.solver

@@ -16,10 +16,10 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from carcell.model.rhs import rhs
-from carcell.model.states import INDEX, IS_LOG, LOG_EXTINCT, N_STATES, PARAM_INDEX, Params
+from carcell.model.states import CAR_STATES, INDEX, IS_LOG, LOG_EXTINCT, N_STATES, PARAM_INDEX, Params
 from carcell.solve.dopri5 import STATUS_NONFINITE, STATUS_OK, integrate_interval
 
-_CAR = [INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"], INDEX["car_site"]]
+_CAR = [INDEX[s] for s in CAR_STATES]
 _EXTINCTION = (
     ("alive_tumour_pos", [INDEX["tumour_pos"]]),
     ("alive_tumour_low", [INDEX["tumour_low"]]),
