@@ -332,9 +332,9 @@ def test_or_gate_reduces_antigen_negative_escape():
     assert neg_single >= 5 and neg_dual < neg_single
 
 
-def test_and_gate_spares_a_tissue_with_one_antigen():
+def test_and_gate_spares_a_tissue_with_one_antigen_and_an_or_gate_does_not():
     """BCMA AND GPRC5D spares keratinised epithelia, which carry GPRC5D only, while a GPRC5D
-    CAR depletes them (Kloss 2013 split-signal logic; GPRC5D skin/nail toxicity, Mailankody 2022)."""
+    CAR or a BCMA OR GPRC5D CAR depletes them (Kloss 2013 split-signal logic; GPRC5D skin/nail toxicity, Mailankody 2022)."""
     mm = {"indication": {"disease": "MM"}}
     gprc5d = cohort({**mm, "product": {"car": {"binders": ["MCARH109_scFv"]}, "dose": {"cells": 4.5e8}}}, days=90)
     both = cohort({**mm, "product": {"car": {"binders": ["ide-cel_BCMA", "MCARH109_scFv"],
@@ -346,6 +346,11 @@ def test_and_gate_spares_a_tissue_with_one_antigen():
     assert np.median(gprc5d.patients[col]) < 0.9
     # plasma cells carry both antigens: still hit by the AND gate
     assert np.median(both.patients["plasma_cells_nadir_fraction"]) < 0.9
+    # an OR gate over the same pair is a GPRC5D CAR for the skin: it depletes it
+    either = cohort({**mm, "product": {"car": {"binders": ["ide-cel_BCMA", "MCARH109_scFv"],
+                                               "logic": {"gate": "OR"}},
+                                       "dose": {"cells": 4.5e8}}}, days=90)
+    assert np.median(either.patients[col]) < 0.9
 
 
 def test_irradiated_nk92_never_expands_and_il15_armour_extends_nk_persistence():

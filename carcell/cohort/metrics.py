@@ -35,7 +35,7 @@ def clinical_trajectories(Y: np.ndarray, design: Design, blood_volume_ul: np.nda
         "car_cells_per_ul": car_ul,
         "car_copies_per_ug": copies_per_ug(car_ul, host_ul + conv["non_lymphoid_per_ul"],
                                            conv["vcn"], conv["cells_per_ug"]),
-        "car_total_cells": car + (cells["car_site"] if design.site is not None else 0.0),
+        "car_total_cells": car + (cells["car_site"] + cells["car_lung_liver"] if design.site is not None else 0.0),
         "tumour_total_cells": cells["tumour_pos"] + cells["tumour_neg"] + (
             cells["tumour_low"] if design.site is not None else 0.0),
     }

@@ -132,6 +132,7 @@ class SolidSite:
     growth_log_sd: float        # patient-to-patient log-SD of the tumour's growth rate
     weights: dict[str, float]   # tme_kill / tme_proliferation / tme_exhaustion per unit S
     components: dict[str, float]  # each component's strength after armour relief
+    first_pass: float = 0.0     # share of the effectors given into blood held first in lung and liver
 
 
 @dataclass
@@ -394,6 +395,8 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
         ledger.rule("site_egress", 0.0, "1/day", "no tumour site")
         ledger.rule("traffic_per_tumour_cell", 0.0, "1/day", "no tumour site")
         ledger.rule("site_volume_per_tumour_cell", 0.0, "1", "no tumour site")
+        ledger.rule("first_pass_return", 0.0, "1/day", "blood cancer: the calibrated blood kinetics already "
+                    "include the first pass through lung and liver (tme.first_pass.fraction)")
         for name in _TME_EFFECTS:
             ledger.rule(name, 0.0, "1", "no solid-tumour microenvironment")
         for name in ("recognition_low", "activation_low"):
@@ -402,6 +405,7 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
     ledger.rule("solid", 1.0, "1", f"{disease} is a solid tumour (antigens._indications.{disease}.category): "
                 "the CAR cells must reach its site")
     ledger.base("site_egress", f"{ip}.site.egress")
+    ledger.base("first_pass_return", "tme.first_pass.return_rate")
     ledger.rule("traffic_per_tumour_cell", 0.0, "1/day",
                 f"per patient: {ip}.site.trafficking / ({ip}.tumour.cells_per_ml x weight), delivery in "
                 "proportion to the tumour's share of body mass")
@@ -438,7 +442,7 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
         heterogeneity=float(k.value(f"{ip}.tumour.antigen_heterogeneity")),
         suppression=suppression, suppression_omega=float(k.value("tme.variability")),
         growth_log_sd=float(k.value(f"{ip}.tumour.growth_rate_log_sd")),
-        weights=weights, components=components)
+        weights=weights, components=components, first_pass=float(k.value("tme.first_pass.fraction")))
 
 
 def _antigen_free_killing(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> None:
@@ -675,22 +679,28 @@ _HALF_NORMAL_MEAN = float(np.sqrt(2.0 / np.pi))
 
 
 def initial_car_states(design: Design, cells: np.ndarray, y_params: Params, burden: np.ndarray) -> np.ndarray:
-    """Log-cells of one dose in each CAR state (memory, effector, exhausted, in-tumour), shape (n, 4).
+    """Log-cells of one dose in each CAR state (memory, effector, exhausted, in-tumour, held in
+    lung and liver), shape (n, 5).
 
     The dose's phenotype mix comes from the design (a pretreatment rests part of the exhausted
     cells into effectors). A locoregional route places ``site_fraction`` of the cells in the
-    tumour; of those given into blood, the share trafficking into a solid tumour before they
-    are lost (r / (r + egress + d_effector), r the per-cell influx at baseline burden) starts
-    there too, the distribution phase of the first day."""
+    tumour. With a solid tumour, ``site.first_pass`` of the effectors given into blood stop in
+    lung and liver first; of the rest, the share trafficking into the tumour before they are
+    lost (r / (r + egress + d_effector), r the per-cell influx at baseline burden) starts there
+    too, the distribution phase of the first day."""
     inf = design.infusion
     fx = design.infused_exhausted_fraction
     floor = design.minimum_phenotype_share
     fm = min(max(design.memory_fraction * (1 - design.exhausted_fraction), floor), 1 - design.exhausted_fraction - floor)
-    out = np.full((cells.size, 4), LOG_EXTINCT)
+    out = np.full((cells.size, len(CAR_STATES)), LOG_EXTINCT)
     p = y_params
     blood = cells * (1.0 - inf.site_fraction)
     effectors = blood * (1 - fm - fx)
     if design.site is not None:
+        held = effectors * design.site.first_pass
+        effectors = effectors - held
+        if design.site.first_pass > 0:
+            out[:, 4] = np.log(np.maximum(held, 1.0))
         r = p.traffic_per_tumour_cell * burden
         arriving = effectors * r / (r + p.site_egress + p.d_effector)
         effectors = effectors - arriving

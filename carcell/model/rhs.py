@@ -16,7 +16,7 @@ from carcell.model.states import INDEX, N_STATES, NORMAL_STATES, Params
 _MAX_LOG_RATIO = 60.0
 
 _TM, _TE, _TX = INDEX["car_memory"], INDEX["car_effector"], INDEX["car_exhausted"]
-_TS, _TL = INDEX["car_site"], INDEX["tumour_low"]
+_TS, _TL, _TQ = INDEX["car_site"], INDEX["tumour_low"], INDEX["car_lung_liver"]
 _TP, _TN, _HL = INDEX["tumour_pos"], INDEX["tumour_neg"], INDEX["host_lymphocytes"]
 _NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
 assert _NB.stop - _NB.start == len(NORMAL_STATES)
@@ -135,7 +135,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     """dy/dt for every patient; ``t`` is unused (autonomous system) but kept for the solver API."""
     d = derived(y, p)
     s = d["stimulus"]
-    ltm, lte, ltx, lts = y[:, _TM], y[:, _TE], y[:, _TX], y[:, _TS]
+    ltm, lte, ltx, lts, ltq = y[:, _TM], y[:, _TE], y[:, _TX], y[:, _TS], y[:, _TQ]
     dy = np.empty_like(y)
 
     # CAR T cells: antigen drives memory -> effector differentiation, effector expansion and
@@ -162,6 +162,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
         + p.rho_effector * expansion * s + homeostatic
         - p.d_effector * survival - p.k_exhaustion * s - p.k_reversion * (1.0 - s) - rejection
         + rest * _ratio(ltx, lte) - entering + p.solid * p.site_egress * _ratio(lts, lte)
+        + p.solid * p.first_pass_return * _ratio(ltq, lte)
     )
     dy[:, _TX] = p.k_exhaustion * s * _ratio(lte, ltx) - p.d_exhausted - rejection - rest
     # CAR effectors inside a solid tumour: arrive from blood, expand on the tumour's antigen
@@ -174,7 +175,10 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
         - p.d_effector * survival - p.k_exhaustion * (1.0 + p.tme_exhaustion) * ss
         - rejection - p.site_egress
     )
-    for c in (_TM, _TE, _TX, _TS):
+    # Effectors held in lung and liver after the infusion (first pass) return to blood; they
+    # die at the effector rate while held and are rejected like the others.
+    dy[:, _TQ] = p.solid * (-p.first_pass_return - p.d_effector * survival - rejection)
+    for c in (_TM, _TE, _TX, _TS, _TQ):
         dy[:, c] *= p.alive_car
 
     # Tumour: logistic growth shared by every clone; each clone is killed as the construct
@@ -201,7 +205,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # exhausted ones here (they still carry the IL-15 transgene).
     car_cells = (np.exp(ltm) + d["te"]) * p.alive_car + d["site"]
     consumers = (np.exp(y[:, _HL]) + car_cells) / p.host_baseline
-    car_cells = car_cells + np.exp(ltx) * p.alive_car
+    car_cells = car_cells + (np.exp(ltx) + np.exp(ltq) * p.solid) * p.alive_car
     k_clear = p.il15_elimination * (1.0 - p.il15_uptake_fraction)
     k_uptake = p.il15_elimination * p.il15_uptake_fraction
     # Secreting armour adds the CAR cells' own IL-15 to serum: systemic exposure that drives
@@ -257,4 +261,4 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     return dy
 
 
-assert N_STATES == 20
+assert N_STATES == 21

@@ -33,11 +33,14 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("anakinra", "mg", False, "anakinra (IL-1 receptor antagonist) in the body"),
     ("car_site", "cells", True, "CAR effector cells inside a solid tumour (unused in haematological disease)"),
     ("tumour_low", "cells", True, "antigen-low tumour cells (solid tumours with heterogeneous antigen)"),
+    ("car_lung_liver", "cells", True, "CAR effectors held in lung and liver after an infusion into blood "
+     "(first pass; solid tumours)"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
-#: the CAR-cell states, in the order doses and extinction use them (circulating, then in a tumour)
-CAR_STATES: tuple[str, ...] = ("car_memory", "car_effector", "car_exhausted", "car_site")
+#: the CAR-cell states, in the order doses and extinction use them (circulating, in a tumour,
+#: held in lung and liver)
+CAR_STATES: tuple[str, ...] = ("car_memory", "car_effector", "car_exhausted", "car_site", "car_lung_liver")
 N_STATES = len(STATES)
 IS_LOG = tuple(s[2] for s in STATES)
 INDEX = {name: i for i, name in enumerate(STATE_NAMES)}
@@ -86,6 +89,8 @@ PARAMETER_NAMES: tuple[str, ...] = (
     # must reach; per-capita trafficking into it per tumour cell (1/day/cell) and egress (1/day);
     # the microenvironment's share of killing and proliferation removed, and its exhaustion gain
     "solid", "traffic_per_tumour_cell", "site_egress", "tme_kill", "tme_proliferation", "tme_exhaustion",
+    # return to blood of the effectors held in lung and liver after the infusion (1/day)
+    "first_pass_return",
     # inside a tumour, CAR and tumour cells share the tumour's volume: the systemic half-
     # stimulation and TK50 (whole-body counts) shrink by tumour volume / systemic volume, i.e.
     # scale with the tumour's cells (this per-tumour-cell factor, 1/cell)

@@ -110,7 +110,7 @@ def _well_parameters(design: Design, a: Assay, row: np.ndarray, n: int) -> np.nd
     # the target line in culture; cells mix in the well (no tumour site)
     set_column(v, "tumour_growth_rate", in_vitro_growth_rate(k, a.target_line))
     set_column(v, "tumour_capacity", float(k.value(f"{ASSAY}.well.max_density")) * well_ml)
-    for name in ("solid", "traffic_per_tumour_cell", "site_egress", "site_volume_per_tumour_cell",
+    for name in ("solid", "traffic_per_tumour_cell", "site_egress", "site_volume_per_tumour_cell", "first_pass_return",
                  "tme_kill", "tme_proliferation", "tme_exhaustion"):
         set_column(v, name, 0.0)
     # no normal tissue in a well: each compartment holds one cell nobody recognises
@@ -172,7 +172,7 @@ def _starting_states(design: Design, a: Assay, one, p: Params,
     car = initial_car_states(well_design, cells, p, np.full(n, a.target_cells))
     for j, s in enumerate(_CAR):
         y[:, INDEX[s]] = np.where(has_car, car[:, j], LOG_EXTINCT)
-    y[:, INDEX["car_site"]] = LOG_EXTINCT
+    y[:, INDEX["car_site"]] = y[:, INDEX["car_lung_liver"]] = LOG_EXTINCT
     for j in range(1, NORMAL_SLOTS + 1):
         y[:, INDEX[f"normal_{j}"]] = 0.0
     y[:, INDEX["host_lymphocytes"]] = 0.0

@@ -131,13 +131,14 @@ def _mouse_site(L, k: Knowledge, m: MouseSetup, ratio: float) -> SolidSite | Non
     if not m.subcutaneous:
         L.rule("solid", 0.0, "1", "intravenous leukaemia: the CAR cells meet it in blood and marrow")
         for name, unit in (("site_egress", "1/day"), ("traffic_per_tumour_cell", "1/day"),
-                           ("site_volume_per_tumour_cell", "1")):
+                           ("site_volume_per_tumour_cell", "1"), ("first_pass_return", "1/day")):
             L.rule(name, 0.0, unit, "no tumour site")
         return None
     per_ml = m.cells_per_mm3 * 1000.0
     mouse_ml = systemic_ml(k) * ratio
     L.rule("solid", 1.0, "1", "subcutaneous xenograft: the CAR cells must reach the tumour from blood")
     L.base("site_egress", f"{_XENO}.egress")
+    L.base("first_pass_return", "tme.first_pass.return_rate")
     L.rule("traffic_per_tumour_cell", 0.0, "1/day", f"per mouse: {_XENO}.trafficking / "
            f"({_XENO}.cells_per_mm3 x 1000 x weight)")
     L.rule("site_volume_per_tumour_cell", 1.0 / (per_ml * mouse_ml), "1",
@@ -145,7 +146,8 @@ def _mouse_site(L, k: Knowledge, m: MouseSetup, ratio: float) -> SolidSite | Non
     return SolidSite(trafficking=float(k.value(f"{_XENO}.trafficking")), cells_per_ml=per_ml, heterogeneity=0.0,
                      suppression=float(k.value(f"{_XENO}.tme_suppression")), suppression_omega=0.0,
                      growth_log_sd=0.0,   # one xenograft line: mice differ by take, not by growth law
-                     weights={n: float(k.value(f"tme.{w}")) for n, w in _TME.items()}, components={})
+                     weights={n: float(k.value(f"tme.{w}")) for n, w in _TME.items()}, components={},
+                     first_pass=float(k.value("tme.first_pass.fraction")))   # Lee 2020 measured it in mice
 
 
 def _mouse_response(design: Design, k: Knowledge, m: MouseSetup) -> dict:
