@@ -47,7 +47,7 @@ _CAR_KINETICS = (
 #: parameters a design part (costim, chassis, binder, hinge, armour) may multiply
 SCALABLE = ("rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
             "d_effector", "d_memory", "d_exhausted", "rho_il15", "k_kill", "serial_kill_max",
-            "ifng_secretion")
+            "ifng_secretion", "damp_weight")
 _PHYSIOLOGY = {
     "host_turnover": "physiology.host.lymphocyte_turnover",
     "il15_baseline": "physiology.il15.baseline",
@@ -535,9 +535,9 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
     construct = resolve_construct(scenario.product, ind.disease, k)
     ledger = Ledger(k)
 
-    _car_kinetics(ledger, k, ind.disease, construct)
     for name, path in {**_PHYSIOLOGY, **_TOXICITY}.items():
         ledger.base(name, path)
+    _car_kinetics(ledger, k, ind.disease, construct)   # design parts may scale damp_weight too
     ledger.base("tumour_growth_rate", f"{ip}.tumour.growth_rate")
     ledger.base("tumour_capacity", f"{ip}.tumour.capacity")
 
