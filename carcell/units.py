@@ -10,6 +10,14 @@ KNOWN_UNITS: frozenset[str] = frozenset(
         "1",  # dimensionless: fractions, multipliers, Hill coefficients
         "1/day",
         "day",
+        # published models (carcell/published): their own units, kept as the papers state them
+        "1/cells",        # inverse carrying capacity
+        "1/(cells*day)",  # mass-action rate constants per cell (CARTmath, Leon-Triana)
+        "1/h",            # Hanson 2016 is in hours
+        "au",             # arbitrary units (Hanson 2016 states none)
+        "1/au",
+        "au/h",
+        "1/(au*h)",
         "cells",
         "cells/kg",
         "cells/day",
