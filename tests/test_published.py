@@ -51,6 +51,7 @@ MUTATIONS = {
     "cartmath2021": {"theta": 0.0},         # no memory re-activation: the rechallenge grows
     "hanson2016": {"p_1": 0.003},           # more inflammation per encounter: higher peak
     "leon_triana2021": {"alpha_2": 2.75e-10},  # 10% stronger killing: earlier, lower CAR-T peak
+    "kirouac2023": {"TK50": 1.0e10},        # killing half-maximal only at 1e10 T_E2: CR no longer clears
 }
 
 
@@ -216,3 +217,120 @@ def test_cli_errors_are_carcell_errors(args, match):
     res = invoke(*args)
     assert isinstance(res.exception, CarcellError)
     assert match in str(res.exception)
+
+
+# -- Kirouac 2023: phenotype toggle, CR/PR/NR parameter sets -------------------------------------
+# Its figure checks (Fig 1c-d PCA shares and PC1 signs, Fig 1b group order and tumour response)
+# run in test_preset_reproduces_its_paper; sources in kirouac2023.yaml, section ``published``.
+
+def test_kirouac_fig1b_checks_fail_on_their_own():
+    """N = 4 divisions for every set leaves the PCA shares (Fig 1c) within 0.05 point but
+    breaks the Fig 1b response checks: the dynamic checks can fail, not only the PCA."""
+    checks = get("kirouac2023").checks({"N": 4.0})
+    failed = {c.quantity for c in checks if not c.passed}
+    assert not any("Fig 1c" in q for q in failed)
+    assert any("Fig 1b" in q for q in failed), failed
+
+
+def test_kirouac_sets_match_the_cr_set_1_table_of_models_md():
+    """CR set 1 as ../shared/reference/models.md section 2.3 tabulates it (3 significant digits),
+    a transcription independent of the data file."""
+    table = {"B50": 3.24e9, "mu_B": 0.0500, "k_kill": 0.958, "f_loss": 314.6, "TK50": 1e9, "k_t": 0.254,
+             "k_B1": 0.997, "k_B2": 0.257, "mu_M": 0.253, "k_M": 0.721, "f_max": 0.580, "k_E": 2.71,
+             "mu_E": 0.938, "N": 5.13, "k_ex": 0.160, "d_M": 0.0748, "d_E1": 0.291, "d_E2": 0.00757,
+             "d_X": 0.0010, "B_max": 2.27e8, "k_X": 3.00, "r_M": 0.395, "k_R": 2.80, "f_TM": 1.0,
+             "f_TE1": 1.13, "f_TE2": 45.0, "f_TX": 14.9}
+    m = get("kirouac2023")
+    got = m.typical("CR-1")
+    assert set(got) == set(table)
+    for k, v in table.items():
+        assert got[k] == pytest.approx(v, rel=5e-3), k
+    values, labels = m.fitted("all")
+    assert len(labels) == 36 and all(len(v) == 36 for v in values.values())
+
+
+def _kirouac_full_rhs(p):
+    """The 8-state system of models.md section 2.3 (dose and engrafting compartments as ODEs)."""
+    def hill(x, n, k):
+        x = max(x, 0.0)
+        return x**n / (k**n + x**n)
+
+    def f(t, y):
+        tm, te1, te2, tx, b, ba, dose, x = (max(v, 0.0) for v in y)
+        s = p["f_max"] * (1 - hill(ba, p["k_M"], p["B50"]))
+        reg = p["r_M"] * (1 - hill(ba, p["k_R"], p["B50"])) * te2
+        burst = p["mu_E"] * hill(ba, p["k_E"], p["B50"]) * te1
+        exh = p["k_ex"] * hill(ba, p["k_X"], p["B50"]) * te2
+        total_f = p["f_TM"] + p["f_TE1"] + p["f_TE2"] + p["f_TX"]
+        return [p["mu_M"] * s * tm - p["mu_M"] * (1 - s) * tm - p["d_M"] * tm + reg + p["f_TM"] * x,
+                2 * p["mu_M"] * (1 - s) * tm - burst - p["d_E1"] * te1 + p["f_TE1"] * x,
+                burst * 2 ** p["N"] - exh - p["d_E2"] * te2 - reg + p["f_TE2"] * x,
+                exh - p["d_X"] * tx + p["f_TX"] * x,
+                p["mu_B"] * b * (1 - b / p["B_max"]) - p["k_kill"] * b * hill(te2, p["k_t"], p["TK50"]),
+                p["k_B1"] * b - p["k_B2"] * ba,
+                -(p["f_loss"] + 1) * dose,
+                dose - total_f * x]
+    return f
+
+
+@pytest.mark.parametrize("set_name", ["CR-1", "PR-2", "NR-3"])
+def test_kirouac_closed_form_infusion_and_dopri5_match_the_full_ode(set_name):
+    """carcell's run (infusion in closed form, DOPRI5 rtol 1e-8) vs the 8-state ODE with SciPy's
+    Radau (rtol 1e-10): CAR-T total and tumour within 1e-6 relative wherever above one cell."""
+    m = get("kirouac2023")
+    proto = m.protocol()
+    t = np.linspace(0.0, 120.0, 121)
+    ds = m.simulate(t=t, set_name=set_name)
+    y0 = [0, 0, 0, 0, proto["tumour_cells"].value, proto["antigen"].value, proto["dose_cells"].value, 0]
+    ref = solve_ivp(_kirouac_full_rhs(m.typical(set_name)), (0, 120), y0, method="Radau", rtol=1e-10,
+                    atol=1e-8, t_eval=t)
+    assert ref.success
+    for name, r in (("car_t", ref.y[:4].sum(axis=0)), ("B", ref.y[4])):
+        got = ds[name].to_numpy()[0]
+        mask = r > 1.0
+        assert mask.sum() > 100
+        np.testing.assert_allclose(got[mask], r[mask], rtol=1e-6, err_msg=name)
+
+
+def test_kirouac_cohort_draws_whole_fitted_sets_of_one_group():
+    m = get("kirouac2023")
+    a = m.cohort(10, seed=4, days=30, set_name="NR")
+    b = m.cohort(10, seed=4, days=30, set_name="NR")
+    pd.testing.assert_frame_equal(a.patients, b.patients)
+    assert set(a.patients["response_group"]) == {"NR"}
+    assert a.patients["fitted_set"].isin([f"NR-{i}" for i in range(1, 13)]).all()
+    assert (a.patients["solver_status"] == "ok").all()
+    # a drawn patient is its fitted set: same CAR-T peak as that set run alone
+    row = a.patients.iloc[0]
+    alone = m.simulate(t=a.trajectories["time"].to_numpy(), set_name=row["fitted_set"])
+    assert float(alone["car_t"].max()) == pytest.approx(row["car_t_peak"], rel=1e-9)
+
+
+def test_kirouac_beyond_the_sets_keeps_only_plausible_patients():
+    """Perturbed sets (variability section) pass the plausible-patient filter of models.md 2.3:
+    solver ok and CAR-T peak within the fitted sets' range widened by the stated factor."""
+    m = get("kirouac2023")
+    c = m.cohort(8, seed=3, days=40, set_name="CR", beyond_sets=True)
+    t = c.trajectories["time"].to_numpy()
+    lo, hi = m._plausible_peaks(t, None)
+    peaks = c.patients["car_t_peak"].to_numpy()
+    assert ((peaks >= lo) & (peaks <= hi)).all() and (c.patients["solver_status"] == "ok").all()
+    fitted = m.fitted("CR")[0]["TK50"]
+    assert not np.isin(c.patients["TK50"].to_numpy(), fitted).any()      # sampled beyond the sets
+    assert m._implausible(c.trajectories, lo=2 * peaks.max(), hi=np.inf).all()   # the filter can reject
+
+
+def test_kirouac_cli_run_show_and_errors(tmp_path):
+    res = invoke("run", "kirouac2023", "--out", tmp_path / "k", "-n", 6, "--seed", 1, "--days", 30, "--set", "CR")
+    assert res.exit_code == 0, res.output
+    patients = pd.read_parquet(tmp_path / "k" / "patients.parquet")
+    assert len(patients) == 6 and set(patients["response_group"]) == {"CR"}
+    assert (patients["car_t_peak"] > 0).all() and (patients["B_last"] < patients["B_peak"]).all()
+    assert (tmp_path / "k" / "kirouac2023.png").stat().st_size > 1000
+    show = invoke("show", "kirouac2023", "--set", "CR-1")
+    assert show.exit_code == 0, show.output
+    assert "dB/dt" in show.stdout and "3.23608e+09" in show.stdout and "10.1038/s41587-023-01687-x" in show.stdout
+    bad = invoke("run", "kirouac2023", "--out", tmp_path / "x", "--set", "CR-13")
+    assert isinstance(bad.exception, CarcellError) and "--set 'CR-13'" in str(bad.exception)
+    with pytest.raises(CarcellError, match="did you mean 'k_kill'"):
+        get("kirouac2023").simulate({"k_kil": 0.5})

@@ -13,10 +13,13 @@ from carcell.errors import CarcellError
 from carcell.published.base import Check, Citation, PublishedCohort, PublishedModel
 from carcell.published.cartmath2021 import Cartmath2021
 from carcell.published.hanson2016 import Hanson2016
+from carcell.published.kirouac2023 import Kirouac2023
 from carcell.published.leon_triana2021 import LeonTriana2021
 from carcell.published.stein2019 import Stein2019
 
-PRESETS: dict[str, PublishedModel] = {m.name: m for m in (Stein2019(), Cartmath2021(), Hanson2016(), LeonTriana2021())}
+PRESETS: dict[str, PublishedModel] = {
+    m.name: m for m in (Stein2019(), Cartmath2021(), Hanson2016(), LeonTriana2021(), Kirouac2023())
+}
 
 
 def get(name: str) -> PublishedModel:
