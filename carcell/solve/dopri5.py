@@ -120,7 +120,7 @@ def integrate_interval(
         if active.size:
             h[active] = initial_step(rhs, t0, y[active], p.take(active), f[active], rtol, atol)
     h = np.minimum(h.copy(), span)
-    t = np.full(n, t0)
+    t = np.full(n, float(t0))   # an int start time would freeze time in an int array
     steps = np.zeros(n, dtype=np.int64)
     h_next = h.copy()
 
@@ -145,7 +145,7 @@ def integrate_interval(
         accept = finite & (err <= 1.0)
         factor = np.where(
             err == 0.0, _MAX_FACTOR,
-            np.clip(_SAFETY * np.power(np.where(finite, err, 1e300), -0.2), _MIN_FACTOR, _MAX_FACTOR),
+            np.clip(_SAFETY * np.power(np.where(finite & (err > 0.0), err, 1e300), -0.2), _MIN_FACTOR, _MAX_FACTOR),
         )
         # after a rejection never grow the step
         factor = np.where(accept, factor, np.minimum(factor, 1.0))
