@@ -393,8 +393,8 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
         ledger.rule("solid", 0.0, "1", "haematological disease: the CAR cells meet the tumour in blood, "
                     "marrow and nodes")
         ledger.rule("site_egress", 0.0, "1/day", "no tumour site")
-        ledger.rule("traffic_per_tumour_cell", 0.0, "1/day", "no tumour site")
-        ledger.rule("site_volume_per_tumour_cell", 0.0, "1", "no tumour site")
+        ledger.rule("traffic_per_tumour_cell", 0.0, "1/(cells*day)", "no tumour site")
+        ledger.rule("site_volume_per_tumour_cell", 0.0, "1/cells", "no tumour site")
         ledger.rule("first_pass_return", 0.0, "1/day", "blood cancer: the calibrated blood kinetics already "
                     "include the first pass through lung and liver (tme.first_pass.fraction)")
         for name in _TME_EFFECTS:
@@ -406,11 +406,11 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
                 "the CAR cells must reach its site")
     ledger.base("site_egress", f"{ip}.site.egress")
     ledger.base("first_pass_return", "tme.first_pass.return_rate")
-    ledger.rule("traffic_per_tumour_cell", 0.0, "1/day",
+    ledger.rule("traffic_per_tumour_cell", 0.0, "1/(cells*day)",
                 f"per patient: {ip}.site.trafficking / ({ip}.tumour.cells_per_ml x weight), delivery in "
                 "proportion to the tumour's share of body mass")
     volume = float(k.value("tme.systemic_volume")) * 1000.0   # mL
-    ledger.rule("site_volume_per_tumour_cell", 1.0 / (float(k.value(f"{ip}.tumour.cells_per_ml")) * volume), "1",
+    ledger.rule("site_volume_per_tumour_cell", 1.0 / (float(k.value(f"{ip}.tumour.cells_per_ml")) * volume), "1/cells",
                 f"1 / ({ip}.tumour.cells_per_ml x tme.systemic_volume): the tumour's volume per cell over the "
                 "volume the systemic half-stimulation and TK50 refer to")
     for name in ("recognition_low", "activation_low"):

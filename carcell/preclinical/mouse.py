@@ -130,8 +130,8 @@ def _mouse_site(L, k: Knowledge, m: MouseSetup, ratio: float) -> SolidSite | Non
     """A subcutaneous tumour is a solid site the cells must reach; an intravenous leukaemia is not."""
     if not m.subcutaneous:
         L.rule("solid", 0.0, "1", "intravenous leukaemia: the CAR cells meet it in blood and marrow")
-        for name, unit in (("site_egress", "1/day"), ("traffic_per_tumour_cell", "1/day"),
-                           ("site_volume_per_tumour_cell", "1"), ("first_pass_return", "1/day")):
+        for name, unit in (("site_egress", "1/day"), ("traffic_per_tumour_cell", "1/(cells*day)"),
+                           ("site_volume_per_tumour_cell", "1/cells"), ("first_pass_return", "1/day")):
             L.rule(name, 0.0, unit, "no tumour site")
         return None
     per_ml = m.cells_per_mm3 * 1000.0
@@ -139,9 +139,9 @@ def _mouse_site(L, k: Knowledge, m: MouseSetup, ratio: float) -> SolidSite | Non
     L.rule("solid", 1.0, "1", "subcutaneous xenograft: the CAR cells must reach the tumour from blood")
     L.base("site_egress", f"{_XENO}.egress")
     L.base("first_pass_return", "tme.first_pass.return_rate")
-    L.rule("traffic_per_tumour_cell", 0.0, "1/day", f"per mouse: {_XENO}.trafficking / "
+    L.rule("traffic_per_tumour_cell", 0.0, "1/(cells*day)", f"per mouse: {_XENO}.trafficking / "
            f"({_XENO}.cells_per_mm3 x 1000 x weight)")
-    L.rule("site_volume_per_tumour_cell", 1.0 / (per_ml * mouse_ml), "1",
+    L.rule("site_volume_per_tumour_cell", 1.0 / (per_ml * mouse_ml), "1/cells",
            f"1 / ({_XENO}.cells_per_mm3 x 1000 x mouse systemic volume {mouse_ml:.3g} mL)")
     return SolidSite(trafficking=float(k.value(f"{_XENO}.trafficking")), cells_per_ml=per_ml, heterogeneity=0.0,
                      suppression=float(k.value(f"{_XENO}.tme_suppression")), suppression_omega=0.0,
