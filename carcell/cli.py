@@ -85,6 +85,18 @@ def validate(
 design_app = typer.Typer(no_args_is_help=True, help="Product design: explain, compare, targets, parts.")
 app.add_typer(design_app, name="design")
 
+from carcell.published.cli import app as models_app  # noqa: E402 - sub-commands in their own modules
+
+app.add_typer(models_app, name="models")
+
+from carcell.interop.cli import app as sbml_app  # noqa: E402
+
+app.add_typer(sbml_app, name="sbml")
+
+from carcell.interop.export_cli import app as export_model_app  # noqa: E402
+
+app.add_typer(export_model_app, name="export-model")
+
 
 def _design(scenario: Path, overrides: list[str] | None = None):
     """The design a run would use (for a mouse scenario, the one rescaled to the mouse)."""
@@ -302,12 +314,24 @@ def run(
     seed: Annotated[Optional[int], typer.Option("--seed", help="random seed")] = None,
     overrides: SetOpt = None,
     plots: Annotated[bool, typer.Option(help="write PNG plots")] = True,
+    chunk_size: Annotated[Optional[int], typer.Option(
+        "--chunk-size", help="patients per chunk (trial.solver.chunk_size)", min=1)] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", help="local processes simulating chunks (trial.workers)", min=1)] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (trial.scheduler)")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="finish an interrupted run in --out, keeping its finished chunks")] = False,
 ) -> None:
-    """Simulate a virtual cohort or trial and write its results to --out."""
-    from carcell.io.outputs import write_trial_outputs
-    from carcell.trial.run import run_trial
+    """Simulate a virtual cohort or trial and write its results to --out (in chunks: docs/scale.md)."""
+    from carcell.scale import run_chunked
 
-    sc = _load(scenario, n, seed, overrides)
+    sets = list(overrides or [])
+    for field, value in (("trial.solver.chunk_size", chunk_size), ("trial.workers", workers),
+                         ("trial.scheduler", scheduler)):
+        if value is not None:
+            sets.append(f"{field}={value}")
+    sc = _load(scenario, n, seed, sets)
     if out.exists() and not out.is_dir():
         raise CarcellError(f"--out {out}: exists and is not a directory; choose another path")
     if sc.species == "mouse":   # an NSG xenograft experiment instead of patients (docs/preclinical.md)
@@ -316,24 +340,26 @@ def run(
     with Progress(TextColumn("[bold]simulating {task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def step(arm: str, done: int, total: int) -> None:
-            if arm not in tasks:
-                tasks[arm] = bar.add_task(arm, total=1.0)
-            bar.update(tasks[arm], completed=done / max(total, 1))
-
-        result = run_trial(sc, progress=step)
+        task = bar.add_task("patients", total=1.0)
+        run_ = run_chunked(sc, out, resume=resume, extra_provenance={"command": " ".join(sys.argv)},
+                           progress=lambda done, total: bar.update(task, completed=done / max(total, 1)))
+    if resume:
+        err_console.print(f"resumed: {run_.resumed_chunks} of {run_.chunks} chunks were already finished",
+                          highlight=False)
+    result, trial = run_.result, run_.trial
     for cohort in result.cohorts.values():
         _print_warnings(cohort.design)
-    trial = write_trial_outputs(result, out, {"command": " ".join(sys.argv)})
-    if plots:
+    if plots and run_.layout == "whole":
         from carcell.report.plots import write_plots
         from carcell.report.trial_plots import write_trial_plots
 
         if len(result.arms) == 1 and result.cohorts:
             write_plots(next(iter(result.cohorts.values())), out)
         write_trial_plots(result.patients, result.events, out, reference_arm=result.reference_arm)
+    elif plots:
+        err_console.print(f"no plots: {sc.population.n} patients use the large-run layout "
+                          f"(trajectories in {out}/chunks, bands in trajectory_bands.nc; docs/scale.md)",
+                          highlight=False)
     if len(result.arms) == 1 and (out / "summary.json").exists():
         import json
 
@@ -579,16 +605,22 @@ def report(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="output directory of a carcell trial or run")],
-    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or both")] = "both",
+    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or both (ADaM); nonmem (NONMEM/Monolix dataset)")] = "both",
     study_id: Annotated[Optional[str], typer.Option("--study-id", help="STUDYID (default: from the trial name)")] = None,
+    analyte: Annotated[str, typer.Option("--analyte", help="nonmem: CARCOPY (copies/ug) or CARCELL (cells/uL)")] = "CARCOPY",
+    lloq: Annotated[Optional[float], typer.Option("--lloq", help="nonmem: limit of quantification (default 5 copies/ug)")] = None,
 ) -> None:
-    """CDISC ADaM-style datasets (ADSL, ADTTE, ADAE, ADPC) in RUN_DIR/adam/, validated (docs/adam.md)."""
+    """CDISC ADaM-style datasets (ADSL, ADTTE, ADAE, ADPC) in RUN_DIR/adam/, validated (docs/adam.md);
+    with --format nonmem, a NONMEM/Monolix dataset of the CAR kinetics in RUN_DIR/nonmem/."""
     from carcell.io.adam import ADAM_SPEC, build_adam, validate_adam, write_adam
 
+    if fmt == "nonmem":
+        _export_nonmem(run_dir, analyte, lloq)
+        return
     formats = {"csv": ("csv",), "parquet": ("parquet",), "both": ("csv", "parquet")}.get(fmt)
     try:
         if formats is None:
-            raise CarcellError(f"--format {fmt}: use csv, parquet or both")
+            raise CarcellError(f"--format {fmt}: use csv, parquet, both or nonmem")
         datasets = build_adam(run_dir, study_id)
         problems = validate_adam(datasets)
         write_adam(run_dir, formats, datasets=datasets)
@@ -609,6 +641,21 @@ def export(
     if problems:
         raise SystemExit(1)
     out_console.print(f"valid; written to {run_dir / 'adam'}/ (labels and types: define.json)", highlight=False)
+
+
+def _export_nonmem(run_dir: Path, analyte: str, lloq: float | None) -> None:
+    from carcell.io.nonmem import build_nonmem, write_nonmem
+
+    try:
+        df = build_nonmem(run_dir, analyte=analyte, lloq=lloq)
+        path = write_nonmem(run_dir, df, analyte=analyte, lloq=lloq)
+    except CarcellError as err:
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    subjects = df["ID"].nunique() if len(df) else 0
+    out_console.print(f"{len(df)} records of {subjects} subjects ({int((df['EVID'] == 1).sum()) if len(df) else 0} "
+                      f"doses, {int((df['BLQ'] == 1).sum()) if len(df) else 0} below the LLOQ) written to {path}; "
+                      "columns and $INPUT in nonmem.json", highlight=False)
 
 
 @app.command()
@@ -667,6 +714,11 @@ def calibrate(
     for p, (mult, omega) in fit.parameters.items():
         out_console.print(f"  {p}: typical x {mult:.3g}, omega {omega:.3g}")
     out_console.print(f"written {path} (use it as population.calibration), fit.csv, calibration.png")
+
+
+from carcell.sensitivity.cli import sensitivity as _sensitivity  # noqa: E402 - its own module
+
+app.command("sensitivity")(_sensitivity)
 
 
 def main() -> None:

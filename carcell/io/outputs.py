@@ -211,14 +211,17 @@ def _provenance(sc, design, sources: dict, extra: dict | None) -> dict:
     }
 
 
-def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None = None) -> dict:
-    """Write every output file of a cohort; returns the summary."""
+def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None = None, *,
+                  tables: bool = True) -> dict:
+    """Write every output file of a cohort; returns the summary. ``tables=False`` writes only
+    summary.json and provenance.json (a large run streams its tables itself, carcell.scale)."""
     out.mkdir(parents=True, exist_ok=True)
     df = result.patients
-    _write_patients(df, out / "patients.parquet")
-    _write_trajectories(result.trajectories, df["patient_id"].to_numpy(), result.times, result.design,
-                        f"carcell trajectories: {result.scenario.name}", out / "trajectories.nc")
-    _write_events(result.events, out / "events.parquet")
+    if tables:
+        _write_patients(df, out / "patients.parquet")
+        _write_trajectories(result.trajectories, df["patient_id"].to_numpy(), result.times, result.design,
+                            f"carcell trajectories: {result.scenario.name}", out / "trajectories.nc")
+        _write_events(result.events, out / "events.parquet")
     summ = summary(result)
     (out / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
     prov = _provenance(result.scenario, result.design, result.design.knowledge.sources(), extra_provenance)
@@ -226,10 +229,12 @@ def write_outputs(result: CohortResult, out: Path, extra_provenance: dict | None
     return summ
 
 
-def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None) -> dict:
+def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None, *, tables: bool = True) -> dict:
     """Write a virtual trial (carcell.trial.run.TrialResult): the cohort files of a single-arm
     trial (summary.json included) or the pooled files of a multi-arm one, plus trial.json with
-    endpoints per arm and comparisons (docs/trial-outputs.md). Returns trial.json's content."""
+    endpoints per arm and comparisons (docs/trial-outputs.md). Returns trial.json's content.
+    ``tables=False`` leaves out patients.parquet, events.parquet and trajectories.nc (a large
+    run streams them from its chunks, carcell.scale)."""
     from carcell.trial.stats import trial_summary
 
     out.mkdir(parents=True, exist_ok=True)
@@ -240,9 +245,9 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None)
         cohort = result.cohorts[car[0].name]
         infused = result.patients[result.patients["infused"].astype(bool)].reset_index(drop=True)
         assert np.array_equal(infused["patient_id"].to_numpy(), cohort.patients["patient_id"].to_numpy())
-        write_outputs(dataclasses.replace(cohort, patients=infused), out, extra_provenance)
+        write_outputs(dataclasses.replace(cohort, patients=infused), out, extra_provenance, tables=tables)
     else:
-        if result.trajectories:
+        if result.trajectories and tables:
             arm_of = dict(zip(result.patients["patient_id"], result.patients["arm"]))
             design = result.cohorts[car[0].name].design
             _write_trajectories(result.trajectories, result.trajectory_ids, result.times, design,
@@ -256,8 +261,9 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None)
                                  if a.name in result.cohorts else {"kind": a.kind, "standard_of_care": a.standard_of_care})
                         for a in result.arms}
         (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
-    _write_patients(result.patients, out / "patients.parquet")
-    _write_events(result.events, out / "events.parquet")
+    if tables:
+        _write_patients(result.patients, out / "patients.parquet")
+        _write_events(result.events, out / "events.parquet")
     from carcell.knowledge import load_knowledge
 
     criteria = load_knowledge(False).text(f"indications.{sc.indication.disease}.response_criteria")

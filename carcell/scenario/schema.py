@@ -426,6 +426,10 @@ class Trial(_Section):
     landmarks_days: list[float] = Field(default_factory=lambda: [180.0, 365.0, 730.0],
                                         description="days at which survival rates are reported")
     workers: int = Field(1, ge=1, le=256, description="processes that simulate chunks in parallel")
+    scheduler: str | None = Field(
+        None, pattern=r"^(tcp|tls|ws|wss|ucx)://\S+$",
+        description="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786) that simulates the "
+                    "chunks; none = this machine (docs/scale.md)")
 
     @model_validator(mode="after")
     def _grid(self) -> Trial:

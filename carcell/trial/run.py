@@ -52,6 +52,9 @@ class TrialResult:
     chain: TrialChain | None = None              # the manufacturing chain, when one was simulated
     population: pd.DataFrame | None = None       # an access region's eligible patients, when given
     allocation: np.ndarray | None = None         # arm index of every patient id 0..n-1
+    # (arm index, part, columns) of each table the patient rows were assembled from, in
+    # assembly order: what fixes the column order of the whole trial's table (carcell.scale)
+    column_parts: list[tuple[int, str, list[str]]] = field(default_factory=list)
 
     def allocation_of(self, ids: np.ndarray) -> np.ndarray:
         """The arm each patient id was allocated to (referred or not)."""
@@ -149,6 +152,42 @@ def simulate_arm(scenario: Scenario, ids: np.ndarray, workers: int,
     return _concat(parts)
 
 
+@dataclass
+class TrialPlan:
+    """What every patient of a trial shares, drawn once: the arms, the randomisation, who enters
+    the trial (an access region's referrals) and the manufacturing chain. A chunk of patients is
+    simulated from the plan and its patient ids alone (``run_trial_ids``), so chunks can run in
+    any order, in other processes or on other machines, and be retried."""
+
+    scenario: Scenario
+    arms: list[ArmSpec]
+    allocation: np.ndarray                       # arm index of every patient id 0..n-1
+    in_trial: np.ndarray                         # bool per patient id: referred (all without access)
+    chain: TrialChain | None = None
+    population: pd.DataFrame | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.allocation.size)
+
+
+def plan_trial(scenario: Scenario) -> TrialPlan:
+    """Randomise ``population.n`` patients over the arms and, with a ``manufacturing`` section,
+    run the chain from referral to infusion for the whole trial (its slots are shared)."""
+    k = load_knowledge()
+    specs = arm_specs(scenario)
+    n, seed = scenario.population.n, scenario.population.seed
+    allocation = randomise(n, [a.ratio for a in specs], seed)
+    ids_all = np.arange(n, dtype=np.int64)
+    population, in_trial, arrival = referrals(scenario, specs)
+    chain = None
+    if arrival is not None:
+        chained = [(a.name, a.scenario, a.manufacturing, ids_all[(allocation == j) & in_trial])
+                   for j, a in enumerate(specs) if a.kind == "car"]
+        chain = run_trial_chain(k, scenario, chained, arrival)
+    return TrialPlan(scenario, specs, allocation, in_trial, chain, population)
+
+
 def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | None = None) -> TrialResult:
     """Randomise ``population.n`` patients over the arms and follow each to the end of follow-up.
 
@@ -157,24 +196,29 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
     infusion, and who never gets there; survival is then counted from enrolment. With an
     ``access`` section, ``population.n`` is a region's eligible patients, and only those referred
     are randomised. ``progress(arm, done, total)`` reports each CAR arm's simulation."""
-    k = load_knowledge()
-    specs = arm_specs(scenario)
-    t = scenario.trial
-    n, seed, follow = scenario.population.n, scenario.population.seed, t.follow_up_days
-    allocation = randomise(n, [a.ratio for a in specs], seed)
-    ids_all = np.arange(n, dtype=np.int64)
-    deaths = DeathModel.from_knowledge(k, scenario.indication.disease)
-    population, in_trial, arrival = referrals(scenario, specs)
-    chain = None
-    if arrival is not None:
-        chained = [(a.name, a.scenario, a.manufacturing, ids_all[(allocation == j) & in_trial])
-                   for j, a in enumerate(specs) if a.kind == "car"]
-        chain = run_trial_chain(k, scenario, chained, arrival)
+    plan = plan_trial(scenario)
+    return run_trial_ids(plan, np.arange(plan.n, dtype=np.int64), workers=scenario.trial.workers,
+                         progress=progress)
 
-    frames, event_parts, cohorts = [], [], {}
+
+def run_trial_ids(plan: TrialPlan, ids: np.ndarray, *, workers: int = 1,
+                  progress: Callable[[str, int, int], None] | None = None) -> TrialResult:
+    """The trial's patients with the given ids (ascending), exactly as the whole trial has them:
+    every draw depends on (seed, patient id) only, so a chunk of ids gives the rows, events and
+    trajectories of those patients in the full run (carcell.scale relies on it)."""
+    k = load_knowledge()
+    scenario, specs, chain, allocation = plan.scenario, plan.arms, plan.chain, plan.allocation
+    t = scenario.trial
+    seed, follow = scenario.population.seed, t.follow_up_days
+    deaths = DeathModel.from_knowledge(k, scenario.indication.disease)
+    ids_all = np.asarray(ids, dtype=np.int64)
+    in_trial = plan.in_trial[ids_all]
+    allocation_here = allocation[ids_all]
+
+    frames, event_parts, cohorts, column_parts = [], [], {}, []
     traj_parts, traj_ids, times = [], [], None
     for j, arm in enumerate(specs):
-        ids = ids_all[(allocation == j) & in_trial]
+        ids = ids_all[(allocation_here == j) & in_trial]
         if ids.size == 0:
             continue
         design = resolve_design(arm.scenario, k)
@@ -184,10 +228,11 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
             df = soc_patients(k, arm.standard_of_care, ids, base["age_years"].to_numpy(),
                               base["weight_kg"].to_numpy(), seed, follow, first, deaths)
             df["baseline_burden_cells"] = np.nan
+            column_parts.append((j, "soc", list(df.columns)))
         else:
             through_chain = chain is not None and arm.name in chain.arms
             if through_chain:
-                flow = chain.arm_patients(arm.name)
+                flow = chain.arm_patients(arm.name).set_index("patient_id").loc[ids].reset_index()
                 skipped = (flow["state"] != "infused").to_numpy()
             else:
                 skipped = uniforms(seed, ids)[:, 7] < arm.not_infused_fraction
@@ -196,7 +241,7 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
             if infused_ids.size:
                 report = (lambda d, tot, name=arm.name: progress(name, d, tot)) if progress else None
                 factor = chain.burden_factor(arm.name, infused_ids) if through_chain else None
-                res = simulate_arm(arm.scenario, infused_ids, t.workers, report, factor)
+                res = simulate_arm(arm.scenario, infused_ids, workers, report, factor)
                 cohorts[arm.name] = res
                 times = res.times
                 first = float(min(res.design.response["assessment_days"]))
@@ -206,6 +251,7 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
                     offset = flow.set_index("patient_id").loc[infused_ids, "referral_to_infusion_days"]
                     part = from_enrolment(part, offset.to_numpy(float), follow)
                 df_parts.append(part)
+                column_parts.append((j, "infused", list(part.columns)))
                 traj_parts.append(res.trajectories)
                 traj_ids.append(infused_ids)
                 event_parts.append(res.events)
@@ -222,9 +268,11 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
                 ni["weight_kg"] = cov["weight_kg"].to_numpy()
                 ni["baseline_burden_cells"] = cov["baseline_burden_cells"].to_numpy()
                 df_parts.append(ni)
+                column_parts.append((j, "not_infused", list(ni.columns)))
             df = pd.concat(df_parts, ignore_index=True)
             if through_chain:
                 df = with_chain_columns(df, flow)
+                column_parts.append((j, "chain", list(df.columns)))
         df.insert(1, "arm", arm.name)
         df.insert(2, "arm_kind", arm.kind)
         frames.append(df)
@@ -257,5 +305,5 @@ def run_trial(scenario: Scenario, progress: Callable[[str, int, int], None] | No
         sort = np.argsort(order, kind="stable")
         trajectories = {q: np.concatenate([p[q] for p in traj_parts])[sort] for q in traj_parts[0]}
         order = order[sort]
-    return TrialResult(scenario, specs, patients, events, times, trajectories, order, cohorts, chain, population,
-                       allocation)
+    return TrialResult(scenario, specs, patients, events, times, trajectories, order, cohorts, chain,
+                       plan.population, allocation, column_parts)
