@@ -241,3 +241,24 @@ def test_executor_hook_gives_the_same_indices():
     hooked = run_sensitivity(params, ishigami, method="sobol", n_samples=32, seed=9, executor=executor)
     assert used == [32 * 5]
     pd.testing.assert_frame_equal(hooked.indices, base.indices, rtol=0, atol=0)
+
+
+def test_sample_points_on_a_dask_cluster_give_the_same_indices(morris_cohorts, tmp_path):
+    """The same Morris run with its points on a real local Dask cluster (loopback, two worker
+    processes of one thread each, through --scheduler) gives the in-process indices exactly."""
+    distributed = pytest.importorskip("distributed")
+    import typer
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    app.command()(sensitivity)
+    out = tmp_path / "dask"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        args = [str(SCENARIO), "-o", str(out), "-p", DOSE, "-p", VCN, "-p", UNUSED, "--method", "morris",
+                "-N", "2", "-n", str(N_PATIENTS), "--seed", str(SEED), "--scheduler", cluster.scheduler_address,
+                "--set", FAST[0], "--no-plots"]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out / "indices.csv", float_precision="round_trip")
+    pd.testing.assert_frame_equal(written, morris_cohorts.indices, check_dtype=False, rtol=0, atol=0)

@@ -53,6 +53,8 @@ def sensitivity(
     landmark_days: Annotated[Optional[float], typer.Option(
         "--landmark-days", help="day of pfs_landmark (default 365 or the follow-up)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes evaluating points in parallel")] = 1,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="Dask scheduler address (workers started with --nthreads 1), e.g. tcp://host:8786")] = None,
     levels: Annotated[int, typer.Option("--levels", help="Morris grid levels (even)")] = 4,
     resamples: Annotated[int, typer.Option("--resamples", help="bootstrap resamples of the 95% intervals")] = 100,
     overrides: Annotated[Optional[list[str]], typer.Option(
@@ -77,19 +79,45 @@ def sensitivity(
     raw = read_raw(scenario, overrides)
     names = [o.strip() for o in outcomes.split(",") if o.strip()] if outcomes else None
     n_samples = samples if samples is not None else DEFAULT_SAMPLES.get(method, 64)
-    with Progress(TextColumn("[bold]sensitivity: cohorts"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("points", total=None)
+    client = None
+    if scheduler is not None:
+        from carcell.scale.execute import connect   # noqa: PLC0415 - optional extra
 
-        def step(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        client = connect(scheduler)
+    try:
+        with Progress(TextColumn("[bold]sensitivity: cohorts"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("points", total=None)
 
-        result = analyse_scenario(raw, params, source=str(scenario), method=method, n_samples=n_samples,
-                                  n_patients=n, seed=seed, landmark_days=landmark_days, outcomes=names,
-                                  workers=workers, progress=step, resamples=resamples, num_levels=levels)
+            def step(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = analyse_scenario(raw, params, source=str(scenario), method=method, n_samples=n_samples,
+                                      n_patients=n, seed=seed, landmark_days=landmark_days, outcomes=names,
+                                      workers=workers, progress=step, resamples=resamples, num_levels=levels,
+                                      executor=None if client is None else dask_executor(client, scheduler))
+    finally:
+        if client is not None:
+            client.close()
     files = result.write(out, plots=plots)
     _print(result)
     out_console.print(f"written {', '.join(f.name for f in files)} to {out}/", highlight=False, soft_wrap=True)
+
+
+def dask_executor(client, address: str):
+    """Sample points on the Dask cluster of ``client``: each point is one task (retried when its
+    worker dies), results in order. A point sets knowledge values for its own run, so two points
+    must never share a process: every worker must run one thread (``dask worker --nthreads 1``)."""
+    threads = set(client.nthreads().values())
+    if threads - {1}:
+        client.close()
+        raise CarcellError(f"--scheduler {address}: workers run {max(threads)} threads; start them with "
+                           "`dask worker ADDRESS --nthreads 1` (a sample point changes process-wide values)")
+
+    def run(fn, points):
+        return client.gather(client.map(fn, list(points), pure=False, retries=3))
+
+    return run
 
 
 def _print(result) -> None:
