@@ -81,6 +81,22 @@ def later_infusions(design: Design, c) -> list[tuple[float, np.ndarray]]:
     return [(d, add) for d in days]
 
 
+def make_manager(k, design: Design, c, protocol, signs: SignModel) -> Manager:
+    """The clinical team of one chunk of compiled patients ``c``: assesses, grades and treats
+    them by ``protocol`` at every assessment (docs/toxicity.md)."""
+    return Manager(
+        protocol=protocol, signs=signs, params=c.params,
+        weight_kg=c.covariates["weight_kg"].to_numpy(), age_years=c.covariates["age_years"].to_numpy(),
+        patient_ids=c.covariates["patient_id"].to_numpy(),
+        toci_volume_l_per_kg=float(k.value("toxicity.drugs.tocilizumab.volume")),
+        mp_per_dex=float(k.value("toxicity.drugs.methylprednisolone_per_dexamethasone")),
+        interval_h=24.0 * float(k.value("toxicity.signs.assessment_every_days")),
+        dasatinib_nm_per_mg=1e6 / (float(k.value("toxicity.drugs.dasatinib.volume"))
+                                   * float(k.value("toxicity.drugs.dasatinib.molar_mass"))),
+        icasp9_removed=(float(k.value("safety.iCasp9.fraction_removed"))
+                        if "iCasp9" in design.construct.safety else 0.0))
+
+
 def _events(df: pd.DataFrame, resp, design: Design) -> pd.DataFrame:
     rows = []
     route = design.infusion.route
@@ -132,17 +148,7 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
             if progress is not None and (j % 5 == 0 or j == times.size - 1):
                 progress(base + j * m, total)
 
-        manager = Manager(
-            protocol=protocol, signs=signs, params=c.params,
-            weight_kg=c.covariates["weight_kg"].to_numpy(), age_years=c.covariates["age_years"].to_numpy(),
-            patient_ids=c.covariates["patient_id"].to_numpy(),
-            toci_volume_l_per_kg=float(k.value("toxicity.drugs.tocilizumab.volume")),
-            mp_per_dex=float(k.value("toxicity.drugs.methylprednisolone_per_dexamethasone")),
-            interval_h=24.0 * float(k.value("toxicity.signs.assessment_every_days")),
-            dasatinib_nm_per_mg=1e6 / (float(k.value("toxicity.drugs.dasatinib.volume"))
-                                       * float(k.value("toxicity.drugs.dasatinib.molar_mass"))),
-            icasp9_removed=(float(k.value("safety.iCasp9.fraction_removed"))
-                            if "iCasp9" in design.construct.safety else 0.0))
+        manager = make_manager(k, design, c, protocol, signs)
         Y, status, _ = simulate_batch(c.params, c.y0, times, rounds, rtol=solver.rtol,
                                       atol=solver.atol, max_steps=solver.max_steps, progress=step,
                                       assess=manager, assessment_days=assessments,

@@ -18,13 +18,14 @@ from rich.console import Console
 from carcell.errors import ScenarioError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Export carcell's model of one virtual patient: SBML L3V2, Antimony.")
+                  help="Export carcell's model of one virtual patient (SBML L3V2, Antimony) or a calibration "
+                       "problem (PEtab v1).")
 _console = Console()
 
 
 @app.callback()
 def _group() -> None:
-    """Export carcell's model of one virtual patient: SBML L3V2, Antimony."""
+    """Export carcell's model of one virtual patient (SBML L3V2, Antimony) or a calibration problem (PEtab v1)."""
 
 
 def _write(path: Path, text: str, option: str) -> None:
@@ -80,3 +81,32 @@ def sbml(
         _console.print(f"warning ({category}): {message}", highlight=False)
     _console.print("not in the export: toxicity management at assessments, extinction at clinical rounds "
                    "(alive flags held at their day-0 values); see docs/sbml-export.md", highlight=False)
+
+
+@app.command("petab")
+def petab(
+    problem: Annotated[str, typer.Argument(help="calibration problem, e.g. tisacel_kinetics")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write problem.yaml and its files into")],
+    scenario: Annotated[Optional[Path], typer.Option(
+        "--scenario", help="scenario of the problem's patient (default: the bundled example it was made for)")] = None,
+) -> None:
+    """Write calibration PROBLEM as a PEtab v1 problem and check it with the petab linter.
+
+    The folder gets problem.yaml, the SBML model, the condition, observable, measurement and
+    parameter tables (bounds and priors) and a README; see docs/sbml-export.md, "PEtab".
+    """
+    from carcell.interop.petab import check_out_dir, lint_petab, petab_problem
+
+    check_out_dir(out)      # before the build: a wrong --out fails at once
+    pp = petab_problem(problem, scenario=scenario)
+    yaml_path = pp.write(out)
+    report = lint_petab(yaml_path)
+    _console.print(f"{pp.name}: PEtab v1 problem written to {yaml_path} (model.xml, conditions.tsv, "
+                   "observables.tsv, measurements.tsv, parameters.tsv, README.md)", highlight=False)
+    _console.print(f"{len(pp.estimated)} estimated parameters ({', '.join(pp.estimated)}), "
+                   f"{len(pp.measurements)} measurements, {len(pp.doses)} management dose(s) as events; "
+                   f"petab lint: {len(report.errors)} errors, {len(report.warnings)} warning(s)", highlight=False)
+    for message in report.errors[:5]:
+        _console.print(f"lint error: {message}", highlight=False)
+    _console.print("the measurements are points on the published typical curve, not patient data; "
+                   "see README.md in the folder", highlight=False)
