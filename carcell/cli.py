@@ -322,13 +322,15 @@ def run(
         "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (trial.scheduler)")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="finish an interrupted run in --out, keeping its finished chunks")] = False,
+    backend: Annotated[Optional[str], typer.Option(
+        "--backend", help="integrator: numpy, numba, numba-serial or jax (trial.solver.backend; docs/backends.md)")] = None,
 ) -> None:
     """Simulate a virtual cohort or trial and write its results to --out (in chunks: docs/scale.md)."""
     from carcell.scale import run_chunked
 
     sets = list(overrides or [])
     for field, value in (("trial.solver.chunk_size", chunk_size), ("trial.workers", workers),
-                         ("trial.scheduler", scheduler)):
+                         ("trial.scheduler", scheduler), ("trial.solver.backend", backend)):
         if value is not None:
             sets.append(f"{field}={value}")
     sc = _load(scenario, n, seed, sets)

@@ -151,6 +151,7 @@ def run_cohort(scenario: Scenario, progress: Callable[[int, int], None] | None =
         manager = make_manager(k, design, c, protocol, signs)
         Y, status, _ = simulate_batch(c.params, c.y0, times, rounds, rtol=solver.rtol,
                                       atol=solver.atol, max_steps=solver.max_steps, progress=step,
+                                      backend=solver.backend,
                                       assess=manager, assessment_days=assessments,
                                       infusions=later_infusions(design, c))
         done += (stop - start) * (times.size - 1)

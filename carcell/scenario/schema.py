@@ -306,6 +306,10 @@ class Solver(_Section):
     atol: float = Field(1e-8, gt=0, lt=1)
     chunk_size: int = Field(10_000, ge=1)
     max_steps: int = Field(100_000, ge=10)
+    backend: Literal["numpy", "numba", "numba-serial", "jax"] = Field(
+        "numpy", description="what integrates between output times (docs/backends.md): numpy (default), "
+        "numba (compiled, every core; pip install 'carcell[numba]'), numba-serial (compiled, one thread; "
+        "for --workers > 1 or Dask workers) or jax (the GPU path; pip install 'carcell[gpu]')")
 
 
 def _route_names() -> list[str]:

@@ -8,13 +8,24 @@ their state to ``LOG_EXTINCT``, so a cleared tumour cannot regrow from a fractio
 
 :func:`simulate_batch` is the batched NumPy path; :func:`simulate_reference` does the same
 rounds with SciPy's ``solve_ivp`` one patient at a time, for tests and the benchmark.
+
+The integration between output times has interchangeable backends (docs/backends.md): the
+NumPy batched Dormand-Prince (``"numpy"``, the default, no extra dependency) and the same
+algorithm compiled with Numba (``"numba"`` on every core, ``"numba-serial"`` on one thread;
+``pip install 'carcell[numba]'``). Rounds, extinction, assessments and later infusions are the
+same code whichever backend integrates.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from collections.abc import Callable
+
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from carcell.errors import ScenarioError
 from carcell.model.rhs import rhs
 from carcell.model.states import CAR_STATES, INDEX, IS_LOG, LOG_EXTINCT, N_STATES, PARAM_INDEX, Params
 from carcell.solve.dopri5 import STATUS_NONFINITE, STATUS_OK, integrate_interval
@@ -26,6 +37,30 @@ _EXTINCTION = (
     ("alive_tumour_neg", [INDEX["tumour_neg"]]),
     ("alive_car", _CAR),
 )
+
+
+#: every integration backend carcell knows, whether or not its extra is installed
+BACKENDS: tuple[str, ...] = ("numpy", "numba", "numba-serial")
+
+
+def available_backends() -> tuple[str, ...]:
+    """The backends that can run here: ``"numpy"`` always, the Numba ones with numba installed."""
+    has_numba = importlib.util.find_spec("numba") is not None
+    return tuple(b for b in BACKENDS if b == "numpy" or has_numba)
+
+
+def _integrator(backend: str) -> Callable:
+    """``integrate_interval`` of a backend, with dopri5.integrate_interval's signature less ``rhs``."""
+    if backend == "numpy":
+        return functools.partial(integrate_interval, rhs)
+    if backend not in BACKENDS:
+        raise ScenarioError(f"trial.solver.backend = {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    if backend not in available_backends():
+        raise ScenarioError(f"trial.solver.backend = {backend!r} needs numba, which is not installed; "
+                            "install it with pip install 'carcell[numba]' or use backend 'numpy'")
+    from carcell.solve import numba_kernel  # noqa: PLC0415 - optional extra, imported on demand
+
+    return functools.partial(numba_kernel.integrate_interval, threads=None if backend == "numba" else 1)
 
 
 def atol_vector(atol: float) -> np.ndarray:
@@ -66,16 +101,19 @@ def simulate_batch(
     assess=None,
     assessment_days: np.ndarray | None = None,
     infusions: list[tuple[float, np.ndarray]] | None = None,
+    backend: str = "numpy",
 ) -> tuple[np.ndarray, np.ndarray, Params]:
     """Integrate every patient over ``times`` (days, starting at 0).
 
     ``assess(day, y, followed)``, when given, is called at each of ``assessment_days`` (output
     times) with the current states and the indices of patients still integrating; it may change
     ``y`` in place (drug doses). The stored output is the state after the assessment.
+    ``backend`` chooses what integrates between output times (see :data:`BACKENDS`).
 
     Returns the trajectories, shape (n, len(times), N_STATES), the solver status per patient,
     and the parameters with the extinction flags as they ended.
     """
+    integrate = _integrator(backend)
     values = params.values.copy()
     p = Params(values)
     n = y0.shape[0]
@@ -98,8 +136,8 @@ def simulate_batch(
     tol = atol_vector(atol)
     failed_at = np.full(n, times.size)
     for j in range(1, times.size):
-        y, h, status = integrate_interval(
-            rhs, y, float(times[j - 1]), float(times[j]), p, rtol=rtol, atol=tol, h=h,
+        y, h, status = integrate(
+            y, float(times[j - 1]), float(times[j]), p, rtol=rtol, atol=tol, h=h,
             max_steps=max_steps, status=status,
         )
         if j in boundaries:
