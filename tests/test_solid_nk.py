@@ -319,3 +319,16 @@ def test_stronger_suppression_lowers_response(knowledge_values):
     responders = lambda r: r.patients["best_response"].isin(["CR", "PR"]).sum()  # noqa: E731
     assert responders(hostile) < responders(base)
     assert np.median(at(hostile, "tumour_total_cells", 90)) > np.median(at(base, "tumour_total_cells", 90))
+
+
+def test_a_cleared_solid_tumour_with_extinct_car_cells_stays_finite():
+    """Tumour cleared and CAR cells gone (every alive flag 0): the local densities must not turn
+    into 0/0, or a cured patient would end as a solver failure."""
+    from carcell.model.rhs import rhs
+
+    c = compile_chunk(resolve_design(scenario(), load_knowledge()), 0, 4)
+    values = c.params.values.copy()
+    for flag in ("alive_car", "alive_tumour_pos", "alive_tumour_low", "alive_tumour_neg"):
+        values[:, PARAM_INDEX[flag]] = 0.0
+    dy = rhs(0.0, c.y0, Params(values))
+    assert np.all(np.isfinite(dy))

@@ -157,7 +157,8 @@ ASSIGNMENTS: list[tuple[str, str, str, str]] = [
     ("stimulus", _h("antigen", "antigen_half_stimulation + te", "stimulus_hill") + " * signalling",
      "dimensionless", "stimulus per circulating CAR cell, S"),
     ("tumour_all", "tp + tl + tn", "cell", "live tumour cells"),
-    ("local", "site_volume_per_tumour_cell * tumour_all", "dimensionless", "tumour volume / systemic volume"),
+    ("local", "site_volume_per_tumour_cell * max(tumour_all, 1 cell)", "dimensionless",
+     "tumour volume (at least one cell's) / systemic volume"),
     ("site_stimulus", _h("tumour_act", "antigen_half_stimulation * (local + haem) + site", "stimulus_hill")
      + " * signalling * solid", "dimensionless", "stimulus per CAR cell inside the tumour"),
     ("killers", "haem * te + site", "cell", "effectors that reach the tumour"),

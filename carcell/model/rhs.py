@@ -91,8 +91,9 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     stimulus = _hill(haem * tumour_act + normal_act, p.antigen_half_stimulation + te, p.stimulus_hill) * signalling
     tumour_all = tp + tl + tn
     # Inside a solid tumour the cells meet at the tumour's own density: the half-stimulation
-    # and TK50 are the systemic ones scaled down to the tumour's volume.
-    local = p.site_volume_per_tumour_cell * tumour_all
+    # and TK50 are the systemic ones scaled down to the tumour's volume (at least one cell's, so
+    # a cleared tumour next to extinct CAR cells is not 0/0).
+    local = p.site_volume_per_tumour_cell * np.maximum(tumour_all, 1.0)
     # (haem keeps the half positive so the unused site stimulus is 0, not 0/0)
     site_stimulus = _hill(tumour_act, p.antigen_half_stimulation * (local + haem) + site,
                           p.stimulus_hill) * signalling * p.solid

@@ -118,7 +118,7 @@ def derived(y, p) -> Derived:
     half_stim, hill = p[K.antigen_half_stimulation], p[K.stimulus_hill]
     stimulus = _hill(haem * tumour_act + normal_act, half_stim + te, hill) * signalling
     tumour_all = tp + tl + tn
-    local = p[K.site_volume_per_tumour_cell] * tumour_all
+    local = p[K.site_volume_per_tumour_cell] * max(tumour_all, 1.0)   # rhs.py: at least one cell
     site_stimulus = _hill(tumour_act, half_stim * (local + haem) + site, hill) * signalling * solid
     k_kill, serial = p[K.k_kill], p[K.serial_kill_max]
     killers = haem * te + site
