@@ -251,7 +251,7 @@ def test_unknown_or_missing_backend_is_one_clear_error(monkeypatch):
 
 def test_available_backends_lists_numba_when_installed():
     pytest.importorskip("numba")
-    assert rounds.available_backends() == ("numpy", "numba", "numba-serial")
+    assert rounds.available_backends()[:3] == ("numpy", "numba", "numba-serial")
 
 
 def _child_run(kernel, c, queue) -> None:

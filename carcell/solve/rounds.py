@@ -40,13 +40,14 @@ _EXTINCTION = (
 
 
 #: every integration backend carcell knows, whether or not its extra is installed
-BACKENDS: tuple[str, ...] = ("numpy", "numba", "numba-serial")
+BACKENDS: tuple[str, ...] = ("numpy", "numba", "numba-serial", "jax")
 
 
 def available_backends() -> tuple[str, ...]:
-    """The backends that can run here: ``"numpy"`` always, the Numba ones with numba installed."""
-    has_numba = importlib.util.find_spec("numba") is not None
-    return tuple(b for b in BACKENDS if b == "numpy" or has_numba)
+    """The backends that can run here: ``"numpy"`` always, the Numba ones with numba installed,
+    ``"jax"`` with jax installed (on a GPU when jax sees one, docs/backend-jax.md)."""
+    needs = {"numba": "numba", "numba-serial": "numba", "jax": "jax"}
+    return tuple(b for b in BACKENDS if b == "numpy" or importlib.util.find_spec(needs[b]) is not None)
 
 
 def _integrator(backend: str) -> Callable:
@@ -56,8 +57,13 @@ def _integrator(backend: str) -> Callable:
     if backend not in BACKENDS:
         raise ScenarioError(f"trial.solver.backend = {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
     if backend not in available_backends():
-        raise ScenarioError(f"trial.solver.backend = {backend!r} needs numba, which is not installed; "
-                            "install it with pip install 'carcell[numba]' or use backend 'numpy'")
+        extra, package = ("gpu", "jax") if backend == "jax" else ("numba", "numba")
+        raise ScenarioError(f"trial.solver.backend = {backend!r} needs {package}, which is not installed; "
+                            f"install it with pip install 'carcell[{extra}]' or use backend 'numpy'")
+    if backend == "jax":
+        from carcell.solve import jax_kernel  # noqa: PLC0415 - optional extra, imported on demand
+
+        return jax_kernel.integrate_interval_jax
     from carcell.solve import numba_kernel  # noqa: PLC0415 - optional extra, imported on demand
 
     return functools.partial(numba_kernel.integrate_interval, threads=None if backend == "numba" else 1)
