@@ -37,10 +37,12 @@ def _roadrunner():
     return roadrunner
 
 
-def load_roadrunner(sbml: str, *, fast_compile: bool = True):
+def load_roadrunner(sbml: str, *, fast_compile: bool = False):
     """A ``roadrunner.RoadRunner`` for the SBML text.
 
-    ``fast_compile`` uses LLVM's ORC JIT (LLJIT) without optimisation, which compiles
+    ``fast_compile`` (off by default: roadrunner's own MCJIT is the well-trodden path, and one
+    LLJIT load crashed a test process that had run Numba and JAX before) uses LLVM's ORC JIT
+    (LLJIT) without optimisation, which compiles
     carcell's export about twice as fast as the default MCJIT; the generated code computes the
     same rates (tests compare them with carcell's right-hand side). roadrunner's global
     configuration is restored afterwards.
