@@ -336,6 +336,10 @@ def run(
     sc = _load(scenario, n, seed, sets)
     if out.exists() and not out.is_dir():
         raise CarcellError(f"--out {out}: exists and is not a directory; choose another path")
+    from carcell.cohort.run import scenario_design
+    from carcell.knowledge import load_knowledge
+
+    scenario_design(sc, load_knowledge())   # a design error ends here, before --out is created
     if sc.species == "mouse":   # an NSG xenograft experiment instead of patients (docs/preclinical.md)
         _run_mouse(sc, out, plots)
         return
