@@ -476,7 +476,7 @@ def test_cli_export(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["export", "{missing}"], "no such directory"),
     (["export", "{empty}"], "patients.parquet: missing"),
-    (["export", "{empty}", "--format", "xml"], "--format xml: use csv, parquet or both"),
+    (["export", "{empty}", "--format", "xml"], "--format xml: use csv, parquet, both or nonmem"),
 ])
 def test_cli_errors_in_one_line(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
