@@ -323,7 +323,7 @@ def run(
     resume: Annotated[bool, typer.Option(
         "--resume", help="finish an interrupted run in --out, keeping its finished chunks")] = False,
     backend: Annotated[Optional[str], typer.Option(
-        "--backend", help="integrator: numpy, numba, numba-serial or jax (trial.solver.backend; docs/backends.md)")] = None,
+        "--backend", help="integrator: auto (default), numpy, numba, numba-serial or jax (trial.solver.backend; docs/backends.md)")] = None,
 ) -> None:
     """Simulate a virtual cohort or trial and write its results to --out (in chunks: docs/scale.md)."""
     from carcell.scale import run_chunked

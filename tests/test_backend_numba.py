@@ -219,7 +219,8 @@ def test_cohort_with_toxicity_management_agrees_with_numpy(example, monkeypatch)
     """run_cohort, 20 patients, 60 days, the ASCO 2021 management protocol acting on twice-daily
     assessments: trajectories, patients table and events as with the NumPy backend."""
     pytest.importorskip("numba")
-    scenario = load_scenario(EXAMPLES[example], ["population.n=20", "trial.follow_up_days=60"])
+    scenario = load_scenario(EXAMPLES[example], ["population.n=20", "trial.follow_up_days=60",
+                                                 "trial.solver.backend=numpy"])
     assert scenario.regimen.protocol == "asco2021"
     expected = cohort_run.run_cohort(scenario)
 
@@ -242,7 +243,7 @@ def test_cohort_with_toxicity_management_agrees_with_numpy(example, monkeypatch)
 def test_unknown_or_missing_backend_is_one_clear_error(monkeypatch):
     c = patients("axicel (LBCL, closed loop)", 16)
     args = (c.params, c.y0, np.arange(0.0, 3.0), np.array([0.0, 2.0]))
-    with pytest.raises(ScenarioError, match="'cuda' is unknown; use one of numpy, numba, numba-serial"):
+    with pytest.raises(ScenarioError, match="'cuda' is unknown; use auto or one of numpy, numba, numba-serial"):
         simulate_batch(*args, backend="cuda", **PRODUCTION_TOL)
     monkeypatch.setattr(rounds, "available_backends", lambda: ("numpy",))
     with pytest.raises(ScenarioError, match=r"needs numba.*pip install 'carcell\[numba\]'"):
@@ -252,6 +253,15 @@ def test_unknown_or_missing_backend_is_one_clear_error(monkeypatch):
 def test_available_backends_lists_numba_when_installed():
     pytest.importorskip("numba")
     assert rounds.available_backends()[:3] == ("numpy", "numba", "numba-serial")
+
+
+def test_auto_runs_the_compiled_kernel_when_installed_and_numpy_otherwise(monkeypatch):
+    pytest.importorskip("numba")
+    assert load_scenario(EXAMPLES["axicel (LBCL, closed loop)"]).trial.solver.backend == "auto"
+    assert rounds.resolve_backend("auto") == "numba"
+    assert rounds.resolve_backend("numpy") == "numpy"
+    monkeypatch.setattr(rounds, "available_backends", lambda: ("numpy",))
+    assert rounds.resolve_backend("auto") == "numpy"
 
 
 def _child_run(kernel, c, queue) -> None:

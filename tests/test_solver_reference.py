@@ -1,12 +1,13 @@
 """The batched DOPRI5 integrator (``simulate_batch``) against SciPy ``solve_ivp``, one patient at a time.
 
-Setting: 20 sampled patients per scenario (B-ALL with a 4-1BB CAR at 3.1e6 cells/kg, LBCL with
+Setting: 12 sampled patients per scenario (B-ALL with a 4-1BB CAR at 3.1e6 cells/kg, LBCL with
 a CD28 CAR at 2e6 cells/kg, population seed 1), 60 days of follow-up with daily outputs and
 clinical rounds (extinction checks) on days 0, 7, 14, 21, 28 and 60.
 
 Batched run: rtol 1e-9, atol 1e-11. References: ``simulate_reference`` with DOP853 at rtol 1e-10,
-atol 1e-12 on all 12 patients, and Radau (implicit, a different method family) at the same
-tolerances on 2 patients per scenario.
+atol 1e-12 on the first 6 patients (patient 0's tumour goes extinct at a round, patient 5's does
+not), and Radau (implicit, a different method family) at rtol 1e-9, atol 1e-11 on 2 patients
+per scenario. Either reference's own error is orders of magnitude below the bound.
 
 Difference measure, at every output time, for every patient and every state separately:
 
@@ -54,10 +55,12 @@ ROUNDS = np.array([0, 7, 14, 21, 28, 90, 120.0])
 REF_TIMES = np.arange(0.0, 61.0)
 REF_ROUNDS = np.array([0, 7, 14, 21, 28, 60.0])
 N_PATIENTS = 12
+N_DOP853 = 6   # patients compared with DOP853 (the slowest reference: ~4 s of CPU per patient)
 BOUND = 1e-4
 
 BATCH_TOL = {"rtol": 1e-9, "atol": 1e-11}
 REF_TOL = {"rtol": 1e-10, "atol": 1e-12}
+RADAU_TOL = {"rtol": 1e-9, "atol": 1e-11}   # Radau, 5th order, pays more steps per digit than DOP853
 PRODUCTION_TOL = {"rtol": 1e-6, "atol": 1e-8}
 
 SCENARIOS = {
@@ -145,10 +148,11 @@ class RadauFD(Radau):
 def test_batched_matches_dop853(key):
     c = cohort(key)
     Y, status, _ = batched(key)
-    R = reference_dop853(c.params, c.y0)
+    idx = np.arange(N_DOP853)
+    R = reference_dop853(c.params.take(idx), c.y0[idx])
     assert (status == STATUS_OK).all(), status
     assert np.isfinite(R).all(), "reference DOP853 failed for some patient"
-    worst = worst_per_state(Y, R)
+    worst = worst_per_state(Y[idx], R)
     assert all(w <= BOUND for w in worst.values()), worst
 
 
@@ -157,7 +161,7 @@ def test_batched_matches_radau(key):
     c = cohort(key)
     Y, status, _ = batched(key)
     idx = np.array([0, 5])  # in both scenarios 0's tumour goes extinct at a round, 5's does not
-    R = simulate_reference(c.params.take(idx), c.y0[idx], REF_TIMES, REF_ROUNDS, method=RadauFD, **REF_TOL)
+    R = simulate_reference(c.params.take(idx), c.y0[idx], REF_TIMES, REF_ROUNDS, method=RadauFD, **RADAU_TOL)
     assert (status[idx] == STATUS_OK).all()
     assert np.isfinite(R).all(), "reference Radau failed"
     worst = worst_per_state(Y[idx], R)

@@ -17,6 +17,7 @@ from carcell.cohort.metrics import quantity_info
 from carcell.cohort.run import CohortResult
 from carcell.design.explain import citations
 from carcell.scenario.load import scenario_hash
+from carcell.solve.rounds import resolve_backend
 
 PATIENT_UNITS = {
     "weight_kg": "kg", "age_years": "years", "baseline_burden_cells": "cells",
@@ -201,6 +202,7 @@ def _provenance(sc, design, sources: dict, extra: dict | None) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "backend": resolve_backend(sc.trial.solver.backend),   # what integrated ("auto" resolved)
         "scenario": sc.model_dump(mode="json"),
         "scenario_sha256": scenario_hash(sc),
         "seed": sc.population.seed,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 
 from carcell.errors import CarcellError
 from carcell.scale.store import Chunk
+from carcell.solve.workers import process_pool
 
 #: chunks in flight per worker (one running, one queued so no worker idles)
 IN_FLIGHT_PER_WORKER = 2
@@ -44,14 +45,22 @@ def _init_worker(plan) -> None:
     _PLAN = plan
 
 
+def _dask_task(plan, ids):
+    """The chunk task on a Dask worker, one of several processes (or threads) on a machine."""
+    from carcell.solve.rounds import use_one_thread   # noqa: PLC0415 - imported where the task runs
+
+    use_one_thread()
+    return simulate_chunk(plan, ids)
+
+
 def _pool_task(ids):
     return simulate_chunk(_PLAN, ids)
 
 
 def run_local_pool(plan, chunks: list[Chunk], workers: int) -> Iterator[tuple[Chunk, object]]:
-    """Chunks on ``workers`` local processes, yielded as they finish."""
+    """Chunks on ``workers`` local processes (carcell.solve.workers), yielded as they finish."""
     todo = list(chunks)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(plan,)) as pool:
+    with process_pool(workers, _init_worker, (plan,)) as pool:
         running = {}
         while todo or running:
             while todo and len(running) < IN_FLIGHT_PER_WORKER * workers:
@@ -88,7 +97,7 @@ def run_dask(plan, chunks: list[Chunk], client, run_key: str,
     by_key: dict[str, Chunk] = {}
 
     def submit(c: Chunk):
-        f = client.submit(simulate_chunk, plan_future, c.ids, key=f"carcell-{run_key}-chunk-{c.name}",
+        f = client.submit(_dask_task, plan_future, c.ids, key=f"carcell-{run_key}-chunk-{c.name}",
                           pure=False, retries=retries)
         by_key[f.key] = c
         return f

@@ -306,8 +306,9 @@ class Solver(_Section):
     atol: float = Field(1e-8, gt=0, lt=1)
     chunk_size: int = Field(10_000, ge=1)
     max_steps: int = Field(100_000, ge=10)
-    backend: Literal["numpy", "numba", "numba-serial", "jax"] = Field(
-        "numpy", description="what integrates between output times (docs/backends.md): numpy (default), "
+    backend: Literal["auto", "numpy", "numba", "numba-serial", "jax"] = Field(
+        "auto", description="what integrates between output times (docs/backends.md): auto (default: "
+        "numba when installed, else numpy; the same numbers either way), numpy, "
         "numba (compiled, every core; pip install 'carcell[numba]'), numba-serial (compiled, one thread; "
         "for --workers > 1 or Dask workers) or jax (the GPU path; pip install 'carcell[gpu]')")
 

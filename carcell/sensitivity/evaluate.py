@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import pandas as pd
 
 from carcell.errors import ScenarioError
 from carcell.sensitivity.params import KNOWLEDGE_PREFIX, set_path
+from carcell.solve.workers import process_pool
 
 Point = dict[str, Any]
 Executor = Callable[[Callable[[Point], dict[str, float]], Sequence[Point]], Iterable[dict[str, float]]]
@@ -177,5 +177,5 @@ def run_points(fn: Callable[[Point], dict[str, float]], points: Sequence[Point],
 def _pool_map(fn: Callable[[Point], dict[str, float]], points: Sequence[Point], workers: int
               ) -> Iterator[dict[str, float]]:
     # one point per task: a cohort takes seconds, so balance matters more than dispatch cost
-    with ProcessPoolExecutor(max_workers=min(workers, len(points))) as pool:
+    with process_pool(min(workers, len(points))) as pool:
         yield from pool.map(fn, points)

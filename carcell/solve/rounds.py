@@ -41,6 +41,16 @@ _EXTINCTION = (
 
 #: every integration backend carcell knows, whether or not its extra is installed
 BACKENDS: tuple[str, ...] = ("numpy", "numba", "numba-serial", "jax")
+#: what ``trial.solver.backend: auto`` (the scenario default) runs: the first one installed
+AUTO_ORDER: tuple[str, ...] = ("numba", "numpy")
+_one_thread = False   # set in the worker processes of a pool or a Dask cluster (use_one_thread)
+
+
+def use_one_thread() -> None:
+    """Say that this process is one of several sharing the cores (a local pool's or a Dask
+    cluster's worker), so ``auto`` takes the compiled kernel's one-thread form, numba-serial."""
+    global _one_thread   # noqa: PLW0603 - a property of the whole process, set once by its starter
+    _one_thread = True
 
 
 def available_backends() -> tuple[str, ...]:
@@ -50,12 +60,26 @@ def available_backends() -> tuple[str, ...]:
     return tuple(b for b in BACKENDS if b == "numpy" or importlib.util.find_spec(needs[b]) is not None)
 
 
+def resolve_backend(backend: str) -> str:
+    """The backend that runs for ``backend``: itself, or for ``"auto"`` the compiled kernel when
+    numba is installed and NumPy otherwise. The two compute the same numbers (to the bit where
+    they share a libm; docs/backends.md), so ``auto`` changes the speed, not the results. In a
+    worker process that shares the cores with others (:func:`use_one_thread`) the compiled
+    kernel runs on one thread."""
+    if backend != "auto":
+        return backend
+    installed = available_backends()
+    chosen = next(b for b in AUTO_ORDER if b in installed)
+    return "numba-serial" if chosen == "numba" and _one_thread else chosen
+
+
 def _integrator(backend: str) -> Callable:
     """``integrate_interval`` of a backend, with dopri5.integrate_interval's signature less ``rhs``."""
+    backend = resolve_backend(backend)
     if backend == "numpy":
         return functools.partial(integrate_interval, rhs)
     if backend not in BACKENDS:
-        raise ScenarioError(f"trial.solver.backend = {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+        raise ScenarioError(f"trial.solver.backend = {backend!r} is unknown; use auto or one of {', '.join(BACKENDS)}")
     if backend not in available_backends():
         extra, package = ("gpu", "jax") if backend == "jax" else ("numba", "numba")
         raise ScenarioError(f"trial.solver.backend = {backend!r} needs {package}, which is not installed; "
@@ -114,7 +138,8 @@ def simulate_batch(
     ``assess(day, y, followed)``, when given, is called at each of ``assessment_days`` (output
     times) with the current states and the indices of patients still integrating; it may change
     ``y`` in place (drug doses). The stored output is the state after the assessment.
-    ``backend`` chooses what integrates between output times (see :data:`BACKENDS`).
+    ``backend`` chooses what integrates between output times (see :data:`BACKENDS`; ``"auto"``:
+    :func:`resolve_backend`).
 
     Returns the trajectories, shape (n, len(times), N_STATES), the solver status per patient,
     and the parameters with the extinction flags as they ended.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,7 @@ from carcell.design import compile_chunk, resolve_design
 from carcell.knowledge import load_knowledge
 from carcell.scenario.load import validate_raw
 from carcell.scenario.schema import Scenario
+from carcell.solve.workers import process_pool
 from carcell.trial.soc import soc_patients
 from carcell.logistics.run import TrialChain, from_enrolment, referrals, run_trial_chain, with_chain_columns
 from carcell.trial.survival import DeathModel, endpoints, not_infused, uniforms
@@ -143,7 +143,7 @@ def simulate_arm(scenario: Scenario, ids: np.ndarray, workers: int,
     pieces = [p for p in np.array_split(np.arange(ids.size), workers) if p.size]
     args = [(scenario, ids[p], None if burden_factor is None else burden_factor[p]) for p in pieces]
     done, parts = 0, []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         for piece, res in zip(pieces, pool.map(_simulate, args)):
             parts.append(res)
             done += piece.size
