@@ -33,9 +33,6 @@ absurd parameters failing alone, with the other patients bit-identical to a run 
 from __future__ import annotations
 
 import functools
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -110,18 +107,8 @@ def _reference_chunk(values, y0, method):
 
 
 def reference_dop853(params: Params, y0: np.ndarray) -> np.ndarray:
-    """``simulate_reference`` (DOP853) for every patient, split over up to 2 forked processes.
-
-    The per-patient loop is independent between patients, so splitting it changes no number;
-    it only keeps the module under a minute on 2 cores.
-    """
-    workers = min(2, os.cpu_count() or 1, len(y0))
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return _reference_chunk(params.values, y0, "DOP853")
-    parts = np.array_split(np.arange(len(y0)), workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_reference_chunk, params.values[i], y0[i], "DOP853") for i in parts]
-        return np.concatenate([f.result() for f in futures])
+    """``simulate_reference`` (DOP853) for every patient."""
+    return _reference_chunk(params.values, y0, "DOP853")
 
 
 def _fd_jacobian(fun):

@@ -27,6 +27,7 @@ jax is imported lazily: ``carcell`` imports, and :func:`available` answers, with
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 from typing import Any
 
@@ -58,7 +59,7 @@ def _jax() -> Any:
     """jax, switched to 64-bit floats (importing rhs_jax does that) before any array is made."""
     import jax  # noqa: PLC0415 - optional extra
 
-    import carcell.model.rhs_jax  # noqa: F401, PLC0415 - sets jax_enable_x64
+    importlib.import_module("carcell.model.rhs_jax")   # sets jax_enable_x64
 
     return jax
 
