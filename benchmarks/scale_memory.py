@@ -5,6 +5,7 @@ Run (from the repository root; measurements are long, so run them niced on a sha
     nice python benchmarks/scale_memory.py --quick                 # small N, minutes
     nice python benchmarks/scale_memory.py --sizes 10000 100000 1000000 --modes in-process pool
     nice python benchmarks/scale_memory.py --sizes 2000 --modes dask1 dask2   # Dask scaling efficiency
+    nice python benchmarks/scale_memory.py --sizes 10000 --backend numba-serial   # one core vs a 2-process pool
 
 What is measured: ``carcell.scale.run_chunked`` on the bundled tisagenlecleucel-like B-ALL
 example (examples/tisacel_ball.yaml: 1 year of follow-up, daily outputs, twice-daily toxicity
@@ -47,13 +48,15 @@ def _peak_mb() -> tuple[float, float]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
-def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_max: int) -> dict:
+def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_max: int,
+                backend: str = "auto") -> dict:
     """One run in this process; returns its figures."""
     from carcell.scale import run_chunked
     from carcell.scenario.load import load_scenario
+    from carcell.solve.rounds import resolve_backend
 
     sets = [f"population.n={n}", f"trial.follow_up_days={days}", f"trial.solver.chunk_size={chunk}",
-            f"trial.workers={workers if mode == 'pool' else 1}"]
+            f"trial.workers={workers if mode == 'pool' else 1}", f"trial.solver.backend={backend}"]
     cluster = None
     if mode.startswith("dask"):
         from distributed import LocalCluster
@@ -74,7 +77,11 @@ def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_
     me, children = _peak_mb()
     cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
               for f in ("ru_utime", "ru_stime"))
-    return {"mode": mode, "n": n, "chunk_size": chunk, "chunks": run.chunks, "layout": run.layout,
+    # what integrated: in a pool or on Dask workers ``auto`` runs the one-thread kernel
+    ran = resolve_backend(backend)
+    if mode != "in-process" and ran == "numba" and backend == "auto":
+        ran = "numba-serial"
+    return {"mode": mode, "backend": ran, "n": n, "chunk_size": chunk, "chunks": run.chunks, "layout": run.layout,
             "wall_s": wall, "patients_per_s": n / wall, "cpu_s": cpu - cpu0, "patients_per_cpu_s": n / (cpu - cpu0),
             "peak_rss_mb_driver": me, "peak_rss_mb_worker": children, "output_mb": size / 2**20}
 
@@ -87,6 +94,8 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2, help="processes of the pool mode")
     ap.add_argument("--days", type=float, default=365.0)
+    ap.add_argument("--backend", default="auto", help="trial.solver.backend (auto: numba when installed; "
+                    "numba-serial in-process measures one core)")
     ap.add_argument("--whole-cohort-max", type=int, default=0,
                     help="patients up to which the whole-cohort layout is used (default 0: always stream)")
     ap.add_argument("--quick", action="store_true", help="N = 200 and 400, chunks of 100, every mode")
@@ -95,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         row = measure_one(args.one[0], int(args.one[1]), args.chunk_size, args.workers, args.days,
-                          args.whole_cohort_max)
+                          args.whole_cohort_max, args.backend)
         print("RESULT " + json.dumps(row))
         return
     if args.quick:
@@ -107,7 +116,7 @@ def main() -> None:
         for mode in args.modes:
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--chunk-size", str(args.chunk_size),
                    "--workers", str(args.workers), "--days", str(args.days),
-                   "--whole-cohort-max", str(args.whole_cohort_max)]
+                   "--whole-cohort-max", str(args.whole_cohort_max), "--backend", args.backend]
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -115,7 +124,7 @@ def main() -> None:
                 continue
             row = json.loads(line[7:])
             rows.append(row)
-            print(f"{mode:>10} N={n:>8} chunks={row['chunks']:>4}  {row['patients_per_s']:8.2f} patients/s  "
+            print(f"{mode:>10} {row['backend']:>12} N={n:>8} chunks={row['chunks']:>4}  {row['patients_per_s']:8.2f} patients/s  "
                   f"({row['patients_per_cpu_s']:6.2f} per CPU-s)  wall {row['wall_s']:8.1f} s  "
                   f"peak RSS driver {row['peak_rss_mb_driver']:7.0f} MB, "
                   f"worker {row['peak_rss_mb_worker']:7.0f} MB  output {row['output_mb']:8.1f} MB", flush=True)

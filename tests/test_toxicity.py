@@ -39,6 +39,7 @@ def _run(key: str, n: int = 60):
         "prophylaxis": {**AXI, "regimen": {"protocol": DEX_PROPHYLAXIS}},
         "asco": {**AXI, "regimen": {"protocol": "asco2021"}},
         "cohort3": {**AXI, "regimen": {"protocol": "zuma1_cohort3"}},
+        "penn": {**AXI, "regimen": {"protocol": "penn_severe_crs"}},
         "anakinra": {**AXI, "regimen": {"protocol": ANAKINRA_PROPHYLAXIS}},
         "taper": {**AXI, "regimen": {"protocol": TAPER}},
         "low_burden": {**AXI, "indication": {"disease": "LBCL", "baseline_burden": {"median": 1e10}},
@@ -106,6 +107,21 @@ def test_protocol_limits_and_events():
     crs_ev = ev[ev["event"] == "crs_grade"].groupby("patient_id")["value"].max()
     merged = p.set_index("patient_id")["crs_max_grade"].reindex(crs_ev.index)
     np.testing.assert_array_equal(crs_ev.to_numpy(), merged.to_numpy())
+
+
+def test_a_rule_on_the_penn_scale_treats_only_penn_grade_3_crs():
+    """The JULIET/ELIANA algorithm gives tocilizumab for Penn grade 3-4 CRS only (Blood Adv
+    2020;4:1432): everyone who gets it reached Penn grade 3, and patients whom ASCO 2021 treats at
+    ASTCT grade 2 go without it."""
+    penn, asco = _run("penn").patients, _run("asco").patients
+    treated = penn["tocilizumab_doses"] > 0
+    assert treated.any()
+    assert (penn.loc[treated, "crs_max_grade_penn"] >= 3).all()
+    assert treated.mean() < (asco["tocilizumab_doses"] > 0).mean()
+    assert ((penn["crs_max_grade"] >= 2) & ~treated).any()
+    with pytest.raises(ScenarioError, match="crs_penn >= 3"):
+        validate_raw({**AXI, "regimen": {"protocol": {"rules": [{"when": "penn >= 3", "give": "tocilizumab",
+                                                                  "dose": 8}]}}}, "t")
 
 
 def test_graded_by_the_same_code_as_real_patients():

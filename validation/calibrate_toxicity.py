@@ -1,7 +1,7 @@
 """Fit the toxicity parameters to CRS, neurotoxicity, drug use, onset and duration of the
 pivotal trials.
 
-    python validation/calibrate_toxicity.py [--n 60] [--evals 150] [--workers 2]
+    python validation/calibrate_toxicity.py [--calibrated] [--n 150] [--evals 400] [--restarts 1] [--workers 2]
 
 Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``):
 
@@ -16,17 +16,24 @@ Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``
 - ``toxicity.signs.fever_il6_half``: fever threshold (CRS any grade);
 - ``toxicity.signs.leak_il6_half`` and its patient-to-patient spread
   ``toxicity.variability.leak_il6_half``: hypotension and hypoxia (CRS grade >= 2-3, drug use);
+- ``costim.CD28.multipliers.ifng_secretion``: how much more cytokine a CD28 CAR T cell releases
+  per engaged cell than a 4-1BB one (the reference, 1). The direction is sourced (Cappell &
+  Kochenderfer 2021, doi:10.1038/s41571-021-00530-z; Kawalekar 2016); its size is what separates
+  axi-cel (ZUMA-1) from tisa-cel and ide-cel (JULIET, ELIANA, KarMMa), so it is fitted with them;
 - ``toxicity.endothelium.half_activation``, ``toxicity.endothelium.injury_half`` and
   ``toxicity.endothelium.hill`` (how much serum IL-6, or killing of neurovascular cells carrying
   the target, the endothelium needs), ``toxicity.signs.icans_half`` and the spread
   ``toxicity.variability.icans_half``: ICANS any grade and grade >= 3.
 
 Targets (validation/targets/toxicity.yaml): ZUMA-1, JULIET, ELIANA and KarMMa, each run with
-its example scenario under the ASCO 2021 protocol. Objective (validation/toxicity_measures.py):
+its example scenario under its own management protocol (``protocol`` in the targets file; ASCO 2021 where the
+trial's is not published). Objective (validation/toxicity_measures.py):
 binomial deviance of each rate for the trial's size, CRS on the trial's own scale; CTCAE
 any-grade neurotoxicity only as an upper bound; squared error of median onset and duration
 in units of 1 and 1.5 days. Method: Nelder-Mead on the logarithms of the parameters (clipped
-to the bounds), with common random numbers (the same virtual patients at every evaluation).
+to the bounds), with common random numbers (the same virtual patients at every evaluation),
+restarted ``--restarts`` times from the best point with a fresh, smaller simplex (a collapsed
+simplex is Nelder-Mead's usual way to stall in many dimensions).
 The script prints the fit beside the data and the values to write into the data files.
 """
 
@@ -34,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +53,7 @@ from carcell.cohort import run_cohort  # noqa: E402
 from carcell.io.yamlio import load_yaml  # noqa: E402
 from carcell.knowledge import load_knowledge  # noqa: E402
 from carcell.scenario import load_scenario  # noqa: E402
+from carcell.solve.workers import process_pool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: knowledge path -> (lower, upper) bound
@@ -65,6 +72,7 @@ PARAMS = {
     "toxicity.endothelium.hill": (1.0, 6.0),
     "toxicity.signs.icans_half": (0.05, 0.99),
     "toxicity.variability.icans_half": (0.1, 2.0),
+    "costim.CD28.multipliers.ifng_secretion": (1.0, 10.0),
 }
 FOLLOW_UP_DAYS = 35   # CRS and ICANS are graded to day 28
 
@@ -79,7 +87,7 @@ def set_params(values: dict[str, float]) -> None:
 def trial_measures(args: tuple[dict, dict[str, float], int, bool]) -> dict[str, float]:
     trial, values, n, calibrated = args
     set_params(values)
-    sets = [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}", "regimen.protocol=asco2021"]
+    sets = [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}", f"regimen.protocol={trial.get('protocol', 'asco2021')}"]
     if calibrated:
         sets.append(f"population.calibration={trial['calibration']}")
     sc = load_scenario(ROOT / trial["example"], sets)
@@ -97,9 +105,10 @@ def objective_terms(targets: dict, sims: list[dict]) -> list[tuple[str, str, flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=60, help="virtual patients per trial")
-    ap.add_argument("--evals", type=int, default=150)
+    ap.add_argument("--n", type=int, default=150, help="virtual patients per trial")
+    ap.add_argument("--evals", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--restarts", type=int, default=1, help="Nelder-Mead restarts from the best point")
     ap.add_argument("--calibrated", action="store_true",
                     help="fit on the efficacy-calibrated populations (targets file: calibration per trial)")
     ap.add_argument("--start", nargs="*", default=[], metavar="PATH=VALUE",
@@ -117,7 +126,7 @@ def main() -> None:
     start = np.log([float(given.get(p, k.value(p))) for p in names])
     history: list[tuple[float, np.ndarray]] = []
 
-    with ProcessPoolExecutor(args.workers) as pool:
+    with process_pool(args.workers) as pool:
         def run(x: np.ndarray) -> list[dict]:
             values = dict(zip(names, np.exp(np.clip(x, lo, hi))))
             return list(pool.map(trial_measures, [(t, values, args.n, args.calibrated) for t in targets.values()]))
@@ -130,9 +139,14 @@ def main() -> None:
                 f"{p.split('.')[-1]}={v:.3g}" for p, v in zip(names, np.exp(np.clip(x, lo, hi)))), flush=True)
             return total
 
-        simplex = np.vstack([start] + [start + np.log(2.5) * np.eye(len(start))[i] for i in range(len(start))])
-        res = minimize(objective, start, method="Nelder-Mead",
-                       options={"maxfev": args.evals, "xatol": 0.02, "fatol": 0.5, "initial_simplex": simplex})
+        x, step = start, np.log(2.5)
+        for attempt in range(1 + args.restarts):
+            simplex = np.vstack([x] + [x + step * np.eye(len(x))[i] for i in range(len(x))])
+            res = minimize(objective, x, method="Nelder-Mead",
+                           options={"maxfev": args.evals // (1 + args.restarts), "xatol": 0.02, "fatol": 0.5,
+                                    "initial_simplex": simplex})
+            x, step = res.x, np.log(1.6)
+            print(f"  Nelder-Mead run {attempt + 1}: {res.fun:.2f} ({res.message})", flush=True)
         best = np.clip(res.x, lo, hi)
         terms = objective_terms(targets, run(best))
     print(f"\nobjective {history[0][0]:.1f} at the start, {res.fun:.1f} at the best of {len(history)} evaluations"

@@ -8,7 +8,8 @@ weeks). For every patient still being followed it
 2. grades it with the same code as real patients (:class:`~carcell.clinical.grading.CrsEpisodes`,
    :func:`~carcell.clinical.grading.icans_astct` and the older CRS scales);
 3. applies the protocol (``knowledge/data/protocols/*.yaml``): prophylaxis on its days, then
-   each rule whose condition holds (``"crs >= 2"``, ``"icans >= 1"``, ``"crs >= 1 for 24 h"``);
+   each rule whose condition holds (``"crs >= 2"``, ``"icans >= 1"``, ``"crs >= 1 for 24 h"``,
+   or on an older CRS scale ``"crs_penn >= 3"``);
    a dose enters the model as a jump of the drug's state.
 
 Rules: a drug given ``every`` N hours is given as the doses due until the next assessment;
@@ -31,7 +32,11 @@ from carcell.errors import ScenarioError
 from carcell.knowledge import Knowledge
 from carcell.model.states import CAR_STATES, INDEX, LOG_EXTINCT, Params
 
-_WHEN = re.compile(r"^\s*(crs|icans)\s*>=\s*([0-5])\s*(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
+#: what a rule's condition may grade: ASTCT CRS and ICANS, or CRS on an older scale (a trial's
+#: own algorithm, such as JULIET's "tocilizumab for Penn grade 3-4 CRS")
+WHEN_SCALES = ("crs", "icans", "crs_penn", "crs_lee2014", "crs_ctcae5")
+_WHEN = re.compile(r"^\s*(crs_penn|crs_lee2014|crs_ctcae5|crs|icans)\s*>=\s*([0-5])\s*"
+                   r"(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
 DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
 STEROIDS = ("dexamethasone", "methylprednisolone")
 PER_KG = ("tocilizumab", "rimiducid")          # dosed in mg/kg; the others in mg
@@ -130,7 +135,8 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
         m = _WHEN.match(str(r.get("when", "")))
         if not m:
             raise ScenarioError(f"{at}.when: {r.get('when')!r} is not understood; write it as "
-                                "'crs >= 2', 'icans >= 1' or 'crs >= 1 for 24 h'")
+                                "'crs >= 2', 'icans >= 1', 'crs >= 1 for 24 h' or, on an older CRS scale, "
+                                "'crs_penn >= 3' (crs_lee2014, crs_ctcae5)")
         drug = str(r.get("give"))
         if drug not in DRUGS:
             raise ScenarioError(f"{at}.give: {drug!r} is not a drug carcell models; use one of {', '.join(DRUGS)}")
@@ -286,7 +292,9 @@ class Manager:
             if any(abs(day - d) < 1e-9 for d in q.days):
                 self._give(y, who, q.drug, self._amount_mg(q.drug, q.dose, who, q.max_single), day, q.id)
         for rule in self.protocol.rules:
-            graded = self.crs_grade[who] if rule.toxicity == "crs" else self.icans_grade[who]
+            graded = {"crs": self.crs_grade[who], "icans": self.icans_grade[who]}.get(rule.toxicity)
+            if graded is None:
+                graded = older[rule.toxicity]
             hit = graded >= rule.grade
             since = self.above_since[rule.id]
             since[who[~hit]] = np.nan
