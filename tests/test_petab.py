@@ -154,7 +154,7 @@ def test_parameters_bounds_and_priors(written):
 
 def test_observable_matches_carcells_copies_per_ug(written, observable, carcell_copies):
     """The PEtab observable on libRoadRunner equals carcell's car_copies_per_ug within RTOL,
-    every output time of carcell's year; and it can fail: without the management events, or
+    every output time of carcell's year; and it can fail: with a 1.5-fold expansion rate, or
     with the non-lymphoid leukocytes left out of the formula, it is far off."""
     times, copies, events = carcell_copies
     t, obs = observable["simulate"]()
@@ -171,9 +171,11 @@ def test_observable_matches_carcells_copies_per_ug(written, observable, carcell_
     event_days = sorted(model.getParameter(f"mgmt{k}_day").getValue() for k in range(1, model.getNumEvents() + 1))
     assert event_days == sorted(set(drugs["day"]))
     # mutation checks
-    no_doses = {**observable["overrides"], **{p.getId(): 0.0 for p in model.getListOfParameters()
-                                              if p.getId().startswith("mgmt") and not p.getId().endswith("_day")}}
-    _, obs0 = observable["simulate"](values=no_doses)
+    # (without the doses the observable may not move: tocilizumab, all the typical patient may
+    # get, leaves the CAR cells alone; the dose events are compared with carcell's in
+    # tests/test_sbml_export.py)
+    faster = {**observable["overrides"], "rho_effector": 1.5 * observable["overrides"]["rho_effector"]}
+    _, obs0 = observable["simulate"](values=faster)
     assert np.max(np.abs(obs0[idx] / copies - 1)) > 1e3 * RTOL
     names = observable["names"]
     dropped = observable["formula"].subs(sympy.Symbol("non_lymphoid_per_ul"), 0)
