@@ -12,10 +12,11 @@ example (examples/tisacel_ball.yaml: 1 year of follow-up, daily outputs, twice-d
 assessments with the default closed-loop ASCO 2021 management protocol), written to a temporary
 directory, each (mode, N) in a fresh Python process. Throughput is patients per second of wall
 time of the run itself (planning, simulation, writing; not the interpreter start-up nor a Dask
-cluster's start-up), and patients per CPU-second of this process and its child processes
-(robust on a shared machine; a LocalCluster's workers are children too, counted with their
-start-up once they exit). Peak memory is the largest resident set of any one process of the
-run (the driver, or a pool/Dask worker), from getrusage. The large-run layout (streamed tables,
+cluster's start-up), and patients per CPU-second of this process and its descendants (robust on
+a shared machine; pool workers start from a fork server and a LocalCluster's workers are
+descendants too, sampled every 0.25 s with psutil while the run lasts). Peak memory is the
+largest resident set of any one process of the run (the driver from getrusage, a pool/Dask
+worker from the same sampling). The large-run layout (streamed tables,
 trajectories left in chunks) is used for every N unless --whole-cohort-max is raised, so the
 memory figures show what streaming costs; the whole-cohort layout holds all trajectories in
 memory by design (up to carcell.scale.merge.WHOLE_COHORT_MAX patients).
@@ -48,6 +49,44 @@ def _peak_mb() -> tuple[float, float]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
+class Descendants:
+    """CPU seconds and peak resident set of this process's descendants, sampled every
+    ``interval`` s by a thread (psutil). Pool workers start from a fork server, so they are its
+    children, not ours, and getrusage(RUSAGE_CHILDREN) does not see them until it exits."""
+
+    def __init__(self, interval: float = 0.25):
+        import threading
+
+        import psutil
+
+        self._me, self._interval = psutil.Process(), interval
+        self.cpu: dict[int, float] = {}
+        self.peak_rss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self._interval):
+            for child in self._me.children(recursive=True):
+                try:
+                    t = child.cpu_times()
+                    rss = child.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.cpu[child.pid] = t.user + t.system
+                self.peak_rss_mb = max(self.peak_rss_mb, rss)
+
+    def __enter__(self) -> "Descendants":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_max: int,
                 backend: str = "auto") -> dict:
     """One run in this process; returns its figures."""
@@ -66,17 +105,18 @@ def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_
         sets.append(f"trial.scheduler={cluster.scheduler_address}")
     sc = load_scenario(EXAMPLE, sets)
     with tempfile.TemporaryDirectory(prefix="carcell-bench-") as tmp:
-        cpu0 = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                   for f in ("ru_utime", "ru_stime"))
+        cpu0 = sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f) for f in ("ru_utime", "ru_stime"))
         t0 = time.perf_counter()
-        run = run_chunked(sc, Path(tmp) / "run", whole_cohort_max=whole_max)
+        with Descendants() as tree:
+            run = run_chunked(sc, Path(tmp) / "run", whole_cohort_max=whole_max)
         wall = time.perf_counter() - t0
         size = sum(f.stat().st_size for f in (Path(tmp) / "run").rglob("*") if f.is_file())
     if cluster is not None:
         cluster.close()
     me, children = _peak_mb()
-    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for f in ("ru_utime", "ru_stime"))
+    children = max(children, tree.peak_rss_mb)
+    cpu = sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f) for f in ("ru_utime", "ru_stime")) + sum(
+        tree.cpu.values())
     # what integrated: in a pool or on Dask workers ``auto`` runs the one-thread kernel
     ran = resolve_backend(backend)
     if mode != "in-process" and ran == "numba" and backend == "auto":
