@@ -41,12 +41,14 @@ from carcell.design import compile_chunk, resolve_design
 from carcell.errors import SolverError
 from carcell.knowledge import load_knowledge
 from carcell.model.rhs import rhs
-from carcell.model.states import INDEX, IS_LOG, LOG_EXTINCT, N_STATES, PARAM_INDEX, STATE_NAMES, Params
+from carcell.model.states import INDEX, IS_LOG, N_STATES, PARAM_INDEX, STATE_NAMES, Params
 from carcell.scenario.load import load_scenario
 from carcell.solve.dopri5 import (
     STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STEP_TOO_SMALL, integrate_interval,
 )
 from carcell.solve.rounds import atol_vector, simulate_batch
+
+from mirror_inputs import perturbed_inputs
 
 jax = pytest.importorskip("jax")
 
@@ -147,31 +149,9 @@ def test_rhs_mirror_on_real_patients_along_their_course(rhs_jax, example):
 
 
 def random_inputs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """States and parameters around the three examples' patients: every parameter perturbed
-    (those at 0 drawn anew so their terms are exercised), extinction and solid-tumour flags
-    flipped at random, drugs present, some populations extinct and some cytokines slightly
-    negative (the clamps)."""
+    """Inputs around the three examples' patients (tests/mirror_inputs.py)."""
     y_real, real = mixed_batch()
-    pick = rng.integers(0, len(real), n)
-    values = real[pick] * rng.lognormal(0.0, 0.5, (n, real.shape[1]))
-    scale = np.where((real == 0).all(axis=0), 1.0, np.abs(real).max(axis=0))
-    zero = values == 0
-    values[zero] = (rng.uniform(0.1, 1.0, values.shape) * scale)[zero]
-    for name in ("alive_car", "alive_tumour_pos", "alive_tumour_neg", "alive_tumour_low", "solid"):
-        values[:, PARAM_INDEX[name]] = rng.integers(0, 2, n)
-    for name in ("tme_kill", "tme_proliferation", "il15_uptake_fraction", "anakinra_emax",
-                 "steroid_cytokine_emax", "steroid_expansion_emax", "il6_receptor_clearance"):
-        values[:, PARAM_INDEX[name]] = rng.uniform(0.0, 1.0, n)
-    y = y_real[pick].copy()
-    n_log = int(_IS_LOG.sum())
-    y[:, _IS_LOG] += rng.normal(0.0, 3.0, (n, n_log))
-    y[:, _IS_LOG] = np.where(rng.random((n, n_log)) < 0.1, LOG_EXTINCT, y[:, _IS_LOG])
-    y[:, ~_IS_LOG] = rng.lognormal(0.0, 2.0, (n, int((~_IS_LOG).sum())))
-    for name in ("macrophage_activation", "endothelial_activation"):
-        y[:, INDEX[name]] = rng.uniform(0.0, 1.0, n)
-    for name in ("il15", "ifng", "il6", "tocilizumab", "corticosteroid", "dasatinib", "anakinra"):
-        y[rng.random(n) < 0.1, INDEX[name]] = -1e-9
-    return y, values
+    return perturbed_inputs(rng, y_real, real, n)
 
 
 def test_rhs_mirror_on_random_states_and_parameters(rhs_jax):

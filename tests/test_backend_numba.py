@@ -33,11 +33,13 @@ from carcell.design import compile_chunk, resolve_design
 from carcell.errors import ScenarioError
 from carcell.knowledge import load_knowledge
 from carcell.model.rhs import rhs
-from carcell.model.states import INDEX, IS_LOG, LOG_EXTINCT, N_STATES, PARAM_INDEX, STATE_NAMES, Params
+from carcell.model.states import IS_LOG, N_STATES, PARAM_INDEX, STATE_NAMES, Params
 from carcell.scenario.load import load_scenario
 from carcell.solve import rounds
 from carcell.solve.dopri5 import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, integrate_interval
 from carcell.solve.rounds import atol_vector, simulate_batch
+
+from mirror_inputs import perturbed_inputs
 
 RHS_RTOL = 1e-12
 RHS_FLOOR = 1e-6          # 1/day (log-cell states) or units/day: smaller derivatives are noise
@@ -86,32 +88,10 @@ def assert_rhs_equal(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def random_inputs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """States and parameters around two real cohorts' (haematological and solid), every
-    parameter perturbed, parameters at 0 drawn anew, flags flipped at random,
-    drugs present, some populations extinct and some cytokines slightly negative (the clamps)."""
+    """Inputs around two real cohorts, haematological and solid (tests/mirror_inputs.py)."""
     real = np.concatenate([patients(e, 16).params.values for e in EXAMPLES])
     y_real = np.concatenate([patients(e, 16).y0 for e in EXAMPLES])
-    pick = rng.integers(0, len(real), n)
-    values = real[pick] * rng.lognormal(0.0, 0.5, (n, real.shape[1]))
-    # a parameter at 0 would leave its term untested (and 0/0 once the flags are flipped)
-    scale = np.where((real == 0).all(axis=0), 1.0, np.abs(real).max(axis=0))
-    zero = values == 0
-    values[zero] = (rng.uniform(0.1, 1.0, values.shape) * scale)[zero]
-    for name in ("alive_car", "alive_tumour_pos", "alive_tumour_neg", "alive_tumour_low", "solid"):
-        values[:, PARAM_INDEX[name]] = rng.integers(0, 2, n)
-    for name in ("tme_kill", "tme_proliferation", "il15_uptake_fraction", "anakinra_emax",
-                 "steroid_cytokine_emax", "steroid_expansion_emax", "il6_receptor_clearance"):
-        values[:, PARAM_INDEX[name]] = rng.uniform(0.0, 1.0, n)
-    y = y_real[pick].copy()
-    y[:, _IS_LOG] += rng.normal(0.0, 3.0, (n, int(_IS_LOG.sum())))
-    y[:, _IS_LOG] = np.where(rng.random((n, int(_IS_LOG.sum()))) < 0.1, LOG_EXTINCT, y[:, _IS_LOG])
-    y[:, ~_IS_LOG] = rng.lognormal(0.0, 2.0, (n, int((~_IS_LOG).sum())))
-    y[:, INDEX["macrophage_activation"]] = rng.uniform(0.0, 1.0, n)
-    y[:, INDEX["endothelial_activation"]] = rng.uniform(0.0, 1.0, n)
-    for name in ("il15", "ifng", "il6", "tocilizumab", "corticosteroid", "dasatinib", "anakinra"):
-        negative = rng.random(n) < 0.1
-        y[negative, INDEX[name]] = -1e-9
-    return y, values
+    return perturbed_inputs(rng, y_real, real, n)
 
 
 def test_rhs_mirror_on_random_states_and_parameters(rhs_rows):
