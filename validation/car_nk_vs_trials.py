@@ -22,6 +22,20 @@ bound IL-15 presents to its own cell, to the review's 40% gain in tumour infiltr
 membrane-IL-15 NK cells over unmodified ones (pancreatic xenografts): bisection on its log,
 measured as CAR-NK cell-days in subcutaneous AsPC-1 tumours over four weeks (mesothelin
 CAR-NK, NSG mice; which line, dose and time point the review's figure used is not known).
+
+Two kinetic parameters, each fitted to the one clinical observation of its chassis
+(``--fit-kinetics``, bisection on the log, common random numbers):
+
+- ``chassis.CB-NK.rejection_rate``: the cord-blood CAR19/IL-15 NK cells persisted at low levels
+  for at least 12 months in HLA-mismatched patients (Liu 2020). Rejection is set to the largest
+  rate at which three quarters of the simulated patients still have detectable CAR copies (at
+  least 1 copy/ug) at 12 months: Liu 2020 read as "most patients" (an assumption; the report
+  checks the median patient, which the quarter of margin keeps clear of sampling noise, since
+  the 12-month level falls off a cliff as rejection rises). Miller 2005's transient persistence
+  of unarmoured donor NK cells bounds it from below.
+- ``chassis.iPSC-NK.multipliers.{rho_effector,rho_memory}``: one factor for the in vivo
+  proliferation of iPSC-derived NK cells, the largest whose median peak of CAR copies comes on
+  day 1 or earlier (FT596 peaked on day 1, Ghobadi 2025).
 """
 
 from __future__ import annotations
@@ -228,13 +242,102 @@ def write_multiplier(m: float, n: int, steps: int) -> None:
     print(f"wrote m = {m:.3g} into {', '.join(NK_CHASSIS)} (bisection, {steps} steps, {n} patients)")
 
 
+REJECTION = "chassis.CB-NK.rejection_rate"
+IPSC_PROLIFERATION = ("chassis.iPSC-NK.multipliers.rho_effector", "chassis.iPSC-NK.multipliers.rho_memory")
+DETECTABLE = 1.0   # copies/ug: the persistence measure's detection threshold, as in report()
+PERSISTING = 0.75  # share of patients detectable at 12 months the rejection fit aims at (assumption)
+
+
+def _bisect_largest(name: str, lo: float, hi: float, steps: int, ok, show) -> float:
+    """Largest value in [lo, hi] (bisection on its log) for which ``ok(value)`` holds, assuming
+    it holds below some threshold and fails above it."""
+    a, b = np.log(lo), np.log(hi)
+    for _ in range(steps):
+        mid = 0.5 * (a + b)
+        good, measure = ok(float(np.exp(mid)))
+        print(f"  {name} {np.exp(mid):.4g}: {show(measure)}", flush=True)
+        a, b = (mid, b) if good else (a, mid)
+    return float(np.exp(a))
+
+
+def fit_rejection(n: int, steps: int) -> float:
+    """CB-NK host-versus-graft rejection: the largest rate at which ``PERSISTING`` of the patients of
+    the cord-blood example keep detectable CAR copies at 12 months (Liu 2020: low-level
+    persistence for >= 12 months)."""
+    k = load_knowledge(False)
+    example = load_yaml(TARGETS)["liu2020"]["example"]
+
+    def year_level(rate: float):
+        k.node(REJECTION)["value"] = rate
+        r = cohort(example, n, seed=SEED + 2, days=365)
+        copies = r.trajectories["car_copies_per_ug"].astype(float)
+        share = float((copies[:, np.searchsorted(r.times, 365.0)] >= DETECTABLE).mean())
+        return share >= PERSISTING, share
+
+    print(f"largest CB-NK rejection rate with copies >= {DETECTABLE:g}/ug at 12 months in {PERSISTING:.0%} of patients:")
+    rate = _bisect_largest("rejection_rate", 1e-3, 0.2, steps, year_level,   # 0.2: PB-NK's (Miller 2005)
+                           lambda share: f"detectable at 12 months in {share:.0%}")
+    k.node(REJECTION)["value"] = rate
+    print(f"\nrejection_rate = {rate:.3g} /day")
+    return rate
+
+
+def fit_ipsc_proliferation(n: int, steps: int) -> float:
+    """iPSC-NK in vivo proliferation (one factor on rho_effector and rho_memory): the largest whose
+    median day of peak CAR copies is day 1 or earlier in the FT596-like example (Ghobadi 2025)."""
+    k = load_knowledge(False)
+    example = "examples/ipscnk_cd19_lbcl.yaml"
+
+    def peak_day(f: float):
+        for key in IPSC_PROLIFERATION:
+            k.node(key)["value"] = f
+        r = cohort(example, n, seed=SEED + 3, days=60)
+        copies = r.trajectories["car_copies_per_ug"].astype(float)
+        day = float(np.median(r.times[np.argmax(copies, axis=1)]))
+        return day <= 1.0, day
+
+    print("largest iPSC-NK proliferation factor with the median peak of CAR copies on day 1 or earlier:")
+    f = _bisect_largest("factor", 1e-3, 1.0, steps, peak_day,   # 1: as much as CAR T cells
+                        lambda day: f"median peak on day {day:g}")
+    for key in IPSC_PROLIFERATION:
+        k.node(key)["value"] = f
+    print(f"\nproliferation factor = {f:.3g}")
+    return f
+
+
+def write_value(path: Path, key: str, value: float, unit: str) -> None:
+    """Write a fitted value into a knowledge file, keeping its layout; ``key`` is the indented
+    block header (e.g. ``"  rho_effector"``)."""
+    text = path.read_text()
+    pattern = rf"(\n{key}:\n\s+value: )[0-9.e+-]+(\n\s+unit: {re.escape(unit)}\n\s+source: )[^\n]+"
+    text, count = re.subn(pattern, rf"\g<1>{value:.3g}\g<2>fit", text)
+    if count != 1:
+        raise SystemExit(f"{path}: {key.strip()} not found in the expected layout")
+    path.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--write", action="store_true", help="with --fit: write m into the chassis files")
+    ap.add_argument("--fit-kinetics", action="store_true",
+                    help="refit CB-NK rejection (Liu 2020 persistence) and iPSC-NK proliferation (FT596 peak)")
+    ap.add_argument("--write", action="store_true", help="with --fit or --fit-kinetics: write the values into "
+                    "the knowledge files")
     args = ap.parse_args()
+    if args.fit_kinetics:
+        n = min(args.n, 120)
+        rate = fit_rejection(n, args.steps)
+        f = fit_ipsc_proliferation(n, args.steps)
+        if args.write:
+            chassis = ROOT / "carcell" / "knowledge" / "data" / "chassis"
+            write_value(chassis / "CB-NK.yaml", "rejection_rate", rate, "1/day")
+            for key in ("  rho_effector", "  rho_memory"):
+                write_value(chassis / "iPSC-NK.yaml", key, f, '"1"')
+            print(f"wrote rejection_rate {rate:.3g} into CB-NK.yaml and proliferation {f:.3g} into iPSC-NK.yaml "
+                  f"(bisection, {args.steps} steps, {n} patients)")
+        return
     if args.fit:
         m = fit(min(args.n, 120), args.steps)
         value = fit_infiltration(args.steps)
