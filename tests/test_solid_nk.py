@@ -2,6 +2,8 @@
 solver on small cohorts. Each test compares two runs that differ in one thing, so it fails
 when the mechanism is missing or points the wrong way."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from carcell.design import compile_chunk, resolve_design
 from carcell.errors import ScenarioError
 from carcell.knowledge import load_knowledge
 from carcell.model.states import INDEX, LOG_EXTINCT, PARAM_INDEX, Params
+from carcell.scenario import load_scenario
 from carcell.scenario.load import validate_raw
 from carcell.solve.rounds import simulate_batch
 
@@ -332,3 +335,28 @@ def test_a_cleared_solid_tumour_with_extinct_car_cells_stays_finite():
         values[:, PARAM_INDEX[flag]] = 0.0
     dy = rhs(0.0, c.y0, Params(values))
     assert np.all(np.isfinite(dy))
+
+
+def _example(name, n, days, seed):
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    r = run_cohort(load_scenario(path, [f"population.n={n}", f"population.seed={seed}", f"trial.follow_up_days={days}"]))
+    assert (r.patients["solver_status"] == "ok").all()
+    return r
+
+
+def test_cord_blood_il15_nk_cells_persist_at_a_low_level_for_a_year():
+    # Liu 2020 (doi:10.1056/NEJMoa1910607): the cells expanded early and persisted at low levels
+    # for at least 12 months. Detectable: at least 1 copy/ug (the validation's threshold).
+    r = _example("cbnk_il15_lbcl.yaml", n=30, days=365, seed=12)
+    copies = r.trajectories["car_copies_per_ug"].astype(float)
+    year = np.median(at(r, "car_copies_per_ug", 365))
+    assert 1.0 <= year < np.median(copies.max(axis=1)) / 10   # detectable, well below the peak
+
+
+def test_ipsc_nk_cells_peak_on_the_first_days_as_ft596_did():
+    # Ghobadi 2025 (doi:10.1016/S0140-6736(24)02462-0): FT596 peaked on day 1 and was detectable
+    # for up to 15 days. Half a day of slack either side of day 1 (output every half day).
+    r = _example("ipscnk_cd19_lbcl.yaml", n=30, days=30, seed=13)
+    copies = r.trajectories["car_copies_per_ug"].astype(float)
+    assert np.median(r.times[np.argmax(copies, axis=1)]) <= 1.5
+    assert np.median(at(r, "car_copies_per_ug", 28)) < 0.01 * np.median(copies.max(axis=1))
