@@ -6,6 +6,9 @@ Run (from the repository root; measurements are long, so run them niced on a sha
     nice python benchmarks/scale_memory.py --sizes 10000 100000 1000000 --modes in-process pool
     nice python benchmarks/scale_memory.py --sizes 2000 --modes dask1 dask2   # Dask scaling efficiency
     nice python benchmarks/scale_memory.py --sizes 10000 --backend numba-serial   # one core vs a 2-process pool
+    python benchmarks/scale_memory.py --sizes 1000000 --modes in-process --out runs/bench --resume
+        # a run longer than one sitting: --out keeps the run directory; after a stop (or kill -9)
+        # the same command with --resume finishes it, and each segment reports its own rate
 
 What is measured: ``carcell.scale.run_chunked`` on the bundled tisagenlecleucel-like B-ALL
 example (examples/tisacel_ball.yaml: 1 year of follow-up, daily outputs, twice-daily toxicity
@@ -88,8 +91,10 @@ class Descendants:
 
 
 def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_max: int,
-                backend: str = "auto") -> dict:
-    """One run in this process; returns its figures."""
+                backend: str = "auto", out: Path | None = None, resume: bool = False) -> dict:
+    """One run in this process; returns its figures. With ``out`` the run directory is kept
+    there (and ``resume`` continues a run left in it); the rate is then that of the patients
+    this segment simulated."""
     from carcell.scale import run_chunked
     from carcell.scenario.load import load_scenario
     from carcell.solve.rounds import resolve_backend
@@ -104,13 +109,17 @@ def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_
                                dashboard_address=":0")
         sets.append(f"trial.scheduler={cluster.scheduler_address}")
     sc = load_scenario(EXAMPLE, sets)
+    before: list[int] = []   # patients already finished when this segment started (resume)
     with tempfile.TemporaryDirectory(prefix="carcell-bench-") as tmp:
+        target = out if out is not None else Path(tmp) / "run"
+        resume = resume and target.exists()
         cpu0 = sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f) for f in ("ru_utime", "ru_stime"))
         t0 = time.perf_counter()
         with Descendants() as tree:
-            run = run_chunked(sc, Path(tmp) / "run", whole_cohort_max=whole_max)
+            run = run_chunked(sc, target, resume=resume, whole_cohort_max=whole_max,
+                              progress=lambda done, total: before.append(done))
         wall = time.perf_counter() - t0
-        size = sum(f.stat().st_size for f in (Path(tmp) / "run").rglob("*") if f.is_file())
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     if cluster is not None:
         cluster.close()
     me, children = _peak_mb()
@@ -121,8 +130,10 @@ def measure_one(mode: str, n: int, chunk: int, workers: int, days: float, whole_
     ran = resolve_backend(backend)
     if mode != "in-process" and ran == "numba" and backend == "auto":
         ran = "numba-serial"
+    simulated = n - (before[0] if before else 0)
     return {"mode": mode, "backend": ran, "n": n, "chunk_size": chunk, "chunks": run.chunks, "layout": run.layout,
-            "wall_s": wall, "patients_per_s": n / wall, "cpu_s": cpu - cpu0, "patients_per_cpu_s": n / (cpu - cpu0),
+            "simulated": simulated, "wall_s": wall, "patients_per_s": simulated / wall, "cpu_s": cpu - cpu0,
+            "patients_per_cpu_s": simulated / (cpu - cpu0),
             "peak_rss_mb_driver": me, "peak_rss_mb_worker": children, "output_mb": size / 2**20}
 
 
@@ -140,15 +151,24 @@ def main() -> None:
                     help="patients up to which the whole-cohort layout is used (default 0: always stream)")
     ap.add_argument("--quick", action="store_true", help="N = 200 and 400, chunks of 100, every mode")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    ap.add_argument("--out", type=Path, help="keep the run directory here (one size and mode only) instead of "
+                    "a temporary one")
+    ap.add_argument("--resume", action="store_true", help="with --out: finish the run left there")
     ap.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         row = measure_one(args.one[0], int(args.one[1]), args.chunk_size, args.workers, args.days,
-                          args.whole_cohort_max, args.backend)
+                          args.whole_cohort_max, args.backend, args.out, args.resume)
         print("RESULT " + json.dumps(row))
         return
     if args.quick:
         args.sizes, args.chunk_size, args.modes = [200, 400], 100, ["in-process", "pool", "dask1", "dask2"]
+    if args.out is not None and len(args.sizes) * len(args.modes) != 1:
+        ap.error("--out keeps one run: give one size and one mode")
+    if args.resume and args.out is None:
+        ap.error("--resume needs --out, the run directory to finish")
+    if args.out is not None and args.out.exists() and not args.resume:
+        ap.error(f"--out {args.out} exists: add --resume to finish the run there, or choose another directory")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
           f"{EXAMPLE.name}, {args.days:g} days, chunks of {args.chunk_size}")
     rows = []
@@ -157,6 +177,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--chunk-size", str(args.chunk_size),
                    "--workers", str(args.workers), "--days", str(args.days),
                    "--whole-cohort-max", str(args.whole_cohort_max), "--backend", args.backend]
+            if args.out is not None:
+                cmd += ["--out", str(args.out.resolve())] + (["--resume"] if args.resume else [])
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -164,6 +186,8 @@ def main() -> None:
                 continue
             row = json.loads(line[7:])
             rows.append(row)
+            if row["simulated"] != n:
+                print(f"(resumed: {n - row['simulated']} patients were already finished; the rate is this segment's)")
             print(f"{mode:>10} {row['backend']:>12} N={n:>8} chunks={row['chunks']:>4}  {row['patients_per_s']:8.2f} patients/s  "
                   f"({row['patients_per_cpu_s']:6.2f} per CPU-s)  wall {row['wall_s']:8.1f} s  "
                   f"peak RSS driver {row['peak_rss_mb_driver']:7.0f} MB, "
