@@ -217,28 +217,22 @@ def fit_infiltration(steps: int) -> float:
     return value
 
 
-def write_autocrine(value: float, steps: int) -> None:
-    path = ROOT / "carcell" / "knowledge" / "data" / "armour.yaml"
+def write_value(path: Path, key: str, value: float, unit: str, within: str = "") -> None:
+    """Write a fitted value into a knowledge file, keeping its layout; ``key`` is the indented
+    block header (e.g. ``"  rho_effector"``), ``within`` a pattern for the block it sits in."""
     text = path.read_text()
-    pattern = r"(\nIL-15_membrane:\n(?:  [^\n]*\n)*?  il15_autocrine:\n    value: )[0-9.e+-]+(\n    unit: pg/mL\n    source: )[^\n]+"
+    pattern = rf"({within}\n{key}:\n\s+value: )[0-9.e+-]+(\n\s+unit: {re.escape(unit)}\n\s+source: )[^\n]+"
     text, count = re.subn(pattern, rf"\g<1>{value:.3g}\g<2>fit", text)
     if count != 1:
-        raise SystemExit(f"{path}: IL-15_membrane.il15_autocrine not found in the expected layout")
+        raise SystemExit(f"{path}: {key.strip()} not found in the expected layout")
     path.write_text(text)
-    print(f"wrote il15_autocrine = {value:.3g} pg/mL into {path.name} (bisection, {steps} steps)")
 
 
 def write_multiplier(m: float, n: int, steps: int) -> None:
     """Write m into each NK chassis file (both multipliers), keeping the files' layout."""
     for chassis in NK_CHASSIS:
-        path = ROOT / "carcell" / "knowledge" / "data" / "chassis" / f"{chassis}.yaml"
-        text = path.read_text()
         for name in MYELOID:
-            pattern = rf"(\n  {name}:\n    value: )[0-9.e+-]+(\n    unit: \"1\"\n    source: )[^\n]+"
-            text, count = re.subn(pattern, rf"\g<1>{m:.3g}\g<2>fit", text)
-            if count != 1:
-                raise SystemExit(f"{path}: multipliers.{name} not found in the expected layout")
-        path.write_text(text)
+            write_value(ROOT / "carcell" / "knowledge" / "data" / "chassis" / f"{chassis}.yaml", f"  {name}", m, '"1"')
     print(f"wrote m = {m:.3g} into {', '.join(NK_CHASSIS)} (bisection, {steps} steps, {n} patients)")
 
 
@@ -305,17 +299,6 @@ def fit_ipsc_proliferation(n: int, steps: int) -> float:
     return f
 
 
-def write_value(path: Path, key: str, value: float, unit: str) -> None:
-    """Write a fitted value into a knowledge file, keeping its layout; ``key`` is the indented
-    block header (e.g. ``"  rho_effector"``)."""
-    text = path.read_text()
-    pattern = rf"(\n{key}:\n\s+value: )[0-9.e+-]+(\n\s+unit: {re.escape(unit)}\n\s+source: )[^\n]+"
-    text, count = re.subn(pattern, rf"\g<1>{value:.3g}\g<2>fit", text)
-    if count != 1:
-        raise SystemExit(f"{path}: {key.strip()} not found in the expected layout")
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
@@ -343,7 +326,9 @@ def main() -> None:
         value = fit_infiltration(args.steps)
         if args.write:
             write_multiplier(m, min(args.n, 120), args.steps)
-            write_autocrine(value, args.steps)
+            write_value(ROOT / "carcell" / "knowledge" / "data" / "armour.yaml", "  il15_autocrine", value, "pg/mL",
+                        within=r"\nIL-15_membrane:(?:\n  [^\n]*)*?")
+            print(f"wrote il15_autocrine = {value:.3g} pg/mL into armour.yaml (bisection, {args.steps} steps)")
         return
     report(args.n)
 
