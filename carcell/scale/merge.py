@@ -177,17 +177,32 @@ def statistics_frame(store: ChunkStore, chunks: list[Chunk], template: pd.DataFr
     None), with the dtypes of the whole table in memory."""
     keep = list(template.columns) if columns is None else [c for c in template.columns if c in set(columns)]
     sub = template[keep]
-    parts = []
-    for c in chunks:
-        entry = store.entry(c.index)
-        dtypes = entry["dtypes"]["patients"]
+    paths = [store.dir / c.name / "patients.parquet" for c in chunks]
+    rows = [pq.ParquetFile(f).metadata.num_rows for f in paths]
+    # Each column is filled chunk by chunk into one array of the full table's dtype (what
+    # concatenating the chunks would give, by the template's construction), so the chunks' parts
+    # and their concatenation are never held together (docs/scale.md, memory at 10^6).
+    # Extension dtypes, if any, are concatenated as before.
+    numpy_cols = [k for k in keep if isinstance(sub[k].dtype, np.dtype)]
+    arrays = {k: np.empty(sum(rows), dtype=sub[k].dtype) for k in numpy_cols}
+    other: dict[str, list] = {k: [] for k in keep if k not in arrays}
+    start = 0
+    for c, f, n in zip(chunks, paths, rows):
+        dtypes = store.entry(c.index)["dtypes"]["patients"]
         have = [k for k in keep if k in dtypes]
-        df = pq.read_table(store.dir / c.name / "patients.parquet", columns=have).to_pandas()
+        df = pq.read_table(f, columns=have).to_pandas()
         for k in have:
             if str(df[k].dtype) != dtypes[k]:
                 df[k] = df[k].astype(dtypes[k])
-        parts.append(_conform(df, sub))
-    return pd.concat(parts, ignore_index=True)
+        df = _conform(df, sub)
+        for k, a in arrays.items():
+            a[start:start + n] = df[k].to_numpy(dtype=a.dtype)
+        for k, parts in other.items():
+            parts.append(df[k])
+        start += n
+    for k, parts in other.items():
+        arrays[k] = pd.concat(parts, ignore_index=True).array
+    return pd.DataFrame({k: arrays[k] for k in keep}, columns=keep, copy=False)
 
 
 def _cohort_design(arm):
@@ -300,8 +315,9 @@ def write_large_outputs(store: ChunkStore, plan, chunks: list[Chunk], out: Path,
     for arm in plan.arms:
         rows = (patients["arm"] == arm.name) & patients["infused"].astype(bool) if arm.kind == "car" else None
         if rows is not None and rows.any():
-            cohorts[arm.name] = CohortResult(arm.scenario, _cohort_design(arm), times,
-                                             patients[rows].reset_index(drop=True), {}, empty_events)
+            # an arm that is every row (a single-arm trial, all infused) is the table itself, not a copy
+            cohort = patients if rows.all() else patients[rows].reset_index(drop=True)
+            cohorts[arm.name] = CohortResult(arm.scenario, _cohort_design(arm), times, cohort, {}, empty_events)
     result = TrialResult(plan.scenario, plan.arms, patients, empty_events, times, {}, np.array([], np.int64),
                          cohorts, plan.chain, plan.population, plan.allocation)
     extra = {**(extra_provenance or {}), "layout": "large (docs/scale.md)"}
