@@ -172,25 +172,33 @@ def set_multiplier(m: float) -> None:
             k.node(f"chassis.{chassis}.multipliers.{name}")["value"] = m
 
 
+def _bisect_largest(name: str, lo: float, hi: float, steps: int, ok, show) -> float:
+    """Largest value in [lo, hi] (bisection on its log) for which ``ok(value)`` holds, assuming
+    it holds below some threshold and fails above it."""
+    a, b = np.log(lo), np.log(hi)
+    for _ in range(steps):
+        mid = 0.5 * (a + b)
+        good, measure = ok(float(np.exp(mid)))
+        print(f"  {name} {np.exp(mid):.4g}: {show(measure)}", flush=True)
+        a, b = (mid, b) if good else (a, mid)
+    return float(np.exp(a))
+
+
 def fit(n: int, steps: int) -> float:
     t = load_yaml(TARGETS)
     size = int(t["liu2020"]["crs_any"]["size"]) + int(t["marin2024"]["crs_any"]["size"])
     upper = interval({"value": 0.0}, size)[1]
     example = t["liu2020"]["example"]
-    lo, hi = np.log(1e-3), np.log(1.0)   # CAR T cells (m = 1) give CRS in most patients
 
-    def crs(m: float) -> float:
+    def crs(m: float):
         set_multiplier(m)
         p = cohort(example, n, seed=SEED + 1, days=60).patients
-        return float((p["crs_max_grade"] >= 1).mean())
+        rate = float((p["crs_max_grade"] >= 1).mean())
+        return rate <= upper, rate
 
     print(f"largest m with any-grade CRS <= {upper:.3f} (0 of {size}, upper 95% limit):")
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        rate = crs(float(np.exp(mid)))
-        print(f"  m {np.exp(mid):.4f}: CRS any {rate:.3f}", flush=True)
-        lo, hi = (mid, hi) if rate <= upper else (lo, mid)
-    m = float(np.exp(lo))
+    m = _bisect_largest("m", 1e-3, 1.0, steps, crs,   # CAR T cells (m = 1) give CRS in most patients
+                        lambda rate: f"CRS any {rate:.3f}")
     print(f"\nm = {m:.3g}")
     return m
 
@@ -240,18 +248,6 @@ REJECTION = "chassis.CB-NK.rejection_rate"
 IPSC_PROLIFERATION = ("chassis.iPSC-NK.multipliers.rho_effector", "chassis.iPSC-NK.multipliers.rho_memory")
 DETECTABLE = 1.0   # copies/ug: the persistence measure's detection threshold, as in report()
 PERSISTING = 0.75  # share of patients detectable at 12 months the rejection fit aims at (assumption)
-
-
-def _bisect_largest(name: str, lo: float, hi: float, steps: int, ok, show) -> float:
-    """Largest value in [lo, hi] (bisection on its log) for which ``ok(value)`` holds, assuming
-    it holds below some threshold and fails above it."""
-    a, b = np.log(lo), np.log(hi)
-    for _ in range(steps):
-        mid = 0.5 * (a + b)
-        good, measure = ok(float(np.exp(mid)))
-        print(f"  {name} {np.exp(mid):.4g}: {show(measure)}", flush=True)
-        a, b = (mid, b) if good else (a, mid)
-    return float(np.exp(a))
 
 
 def fit_rejection(n: int, steps: int) -> float:

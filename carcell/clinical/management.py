@@ -35,7 +35,7 @@ from carcell.model.states import CAR_STATES, INDEX, LOG_EXTINCT, Params
 #: what a rule's condition may grade: ASTCT CRS and ICANS, or CRS on an older scale (a trial's
 #: own algorithm, such as JULIET's "tocilizumab for Penn grade 3-4 CRS")
 WHEN_SCALES = ("crs", "icans", "crs_penn", "crs_lee2014", "crs_ctcae5")
-_WHEN = re.compile(r"^\s*(crs_penn|crs_lee2014|crs_ctcae5|crs|icans)\s*>=\s*([0-5])\s*"
+_WHEN = re.compile(rf"^\s*({'|'.join(sorted(WHEN_SCALES, key=len, reverse=True))})\s*>=\s*([0-5])\s*"
                    r"(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
 DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
 STEROIDS = ("dexamethasone", "methylprednisolone")
@@ -136,7 +136,7 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
         if not m:
             raise ScenarioError(f"{at}.when: {r.get('when')!r} is not understood; write it as "
                                 "'crs >= 2', 'icans >= 1', 'crs >= 1 for 24 h' or, on an older CRS scale, "
-                                "'crs_penn >= 3' (crs_lee2014, crs_ctcae5)")
+                                f"'crs_penn >= 3' ({', '.join(WHEN_SCALES[3:])})")
         drug = str(r.get("give"))
         if drug not in DRUGS:
             raise ScenarioError(f"{at}.give: {drug!r} is not a drug carcell models; use one of {', '.join(DRUGS)}")
@@ -291,11 +291,9 @@ class Manager:
         for q in self.protocol.prophylaxis:
             if any(abs(day - d) < 1e-9 for d in q.days):
                 self._give(y, who, q.drug, self._amount_mg(q.drug, q.dose, who, q.max_single), day, q.id)
+        graded = {"crs": crs, "icans": icans, **older}
         for rule in self.protocol.rules:
-            graded = {"crs": self.crs_grade[who], "icans": self.icans_grade[who]}.get(rule.toxicity)
-            if graded is None:
-                graded = older[rule.toxicity]
-            hit = graded >= rule.grade
+            hit = graded[rule.toxicity] >= rule.grade
             since = self.above_since[rule.id]
             since[who[~hit]] = np.nan
             start = who[hit & np.isnan(since[who])]

@@ -177,8 +177,7 @@ def statistics_frame(store: ChunkStore, chunks: list[Chunk], template: pd.DataFr
     None), with the dtypes of the whole table in memory."""
     keep = list(template.columns) if columns is None else [c for c in template.columns if c in set(columns)]
     sub = template[keep]
-    paths = [store.dir / c.name / "patients.parquet" for c in chunks]
-    rows = [pq.ParquetFile(f).metadata.num_rows for f in paths]
+    rows = [store.entry(c.index)["patients"] for c in chunks]   # the manifest's row counts
     # Each column is filled chunk by chunk into one array of the full table's dtype (what
     # concatenating the chunks would give, by the template's construction), so the chunks' parts
     # and their concatenation are never held together (docs/scale.md, memory at 10^6).
@@ -187,10 +186,10 @@ def statistics_frame(store: ChunkStore, chunks: list[Chunk], template: pd.DataFr
     arrays = {k: np.empty(sum(rows), dtype=sub[k].dtype) for k in numpy_cols}
     other: dict[str, list] = {k: [] for k in keep if k not in arrays}
     start = 0
-    for c, f, n in zip(chunks, paths, rows):
+    for c, n in zip(chunks, rows):
         dtypes = store.entry(c.index)["dtypes"]["patients"]
         have = [k for k in keep if k in dtypes]
-        df = pq.read_table(f, columns=have).to_pandas()
+        df = pq.read_table(store.dir / c.name / "patients.parquet", columns=have).to_pandas()
         for k in have:
             if str(df[k].dtype) != dtypes[k]:
                 df[k] = df[k].astype(dtypes[k])
