@@ -103,7 +103,9 @@ def _haematology_summary(ok: pd.DataFrame) -> dict:
 
 def summary(result: CohortResult) -> dict:
     df = result.patients
-    ok = df[df["solver_status"] == "ok"]
+    from carcell.trial.stats import rows_where   # lifelines is imported only where it is needed
+
+    ok = rows_where(df, df["solver_status"] == "ok")
     n_ok = len(ok)
     counts = ok["best_response"].value_counts().to_dict()
     rates = {k: v / n_ok for k, v in sorted(counts.items())} if n_ok else {}
@@ -237,7 +239,7 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None,
     endpoints per arm and comparisons (docs/trial-outputs.md). Returns trial.json's content.
     ``tables=False`` leaves out patients.parquet, events.parquet and trajectories.nc (a large
     run streams them from its chunks, carcell.scale)."""
-    from carcell.trial.stats import trial_summary
+    from carcell.trial.stats import rows_where, trial_summary
 
     out.mkdir(parents=True, exist_ok=True)
     sc = result.scenario
@@ -245,7 +247,9 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None,
     single = len(result.arms) == 1 and car
     if single:   # the cohort files, with the infused patients' endpoints (deaths included)
         cohort = result.cohorts[car[0].name]
-        infused = result.patients[result.patients["infused"].astype(bool)].reset_index(drop=True)
+        infused = rows_where(result.patients, result.patients["infused"].astype(bool))
+        if not (isinstance(infused.index, pd.RangeIndex) and infused.index.start == 0 and infused.index.step == 1):
+            infused = infused.reset_index(drop=True)
         assert np.array_equal(infused["patient_id"].to_numpy(), cohort.patients["patient_id"].to_numpy())
         write_outputs(dataclasses.replace(cohort, patients=infused), out, extra_provenance, tables=tables)
     else:

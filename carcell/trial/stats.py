@@ -91,6 +91,13 @@ def event_flags(values: Any) -> np.ndarray:
     return s.where(s.notna(), False).astype(bool).to_numpy()
 
 
+def rows_where(frame: pd.DataFrame, mask: Any) -> pd.DataFrame:
+    """The rows of ``frame`` where ``mask`` holds: the frame itself when that is every row (a
+    large run's statistics frame, 10^6 patients, is then not copied), else a copy."""
+    mask = np.asarray(mask, dtype=bool)
+    return frame if mask.all() else frame[mask]
+
+
 def _z(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise TrialDataError(f"confidence level = {level!r} must lie strictly between 0 and 1, e.g. 0.95")
@@ -578,7 +585,7 @@ def arm_summary(patients: pd.DataFrame, criteria: str, landmarks_days: Sequence[
     else:
         out["dor"] = km_summary([], [], landmarks_days)
 
-    tox = patients[infused]
+    tox = rows_where(patients, infused)
     out["toxicity"] = {
         "crs_any": _rate_where(tox, "crs_max_grade", lambda g: g >= 1, kind),
         "crs_grade3plus": _rate_where(tox, "crs_max_grade", lambda g: g >= 3, kind),
@@ -617,7 +624,7 @@ def trial_summary(patients: pd.DataFrame, *, name: str, disease: str, criteria: 
     elif reference_arm not in arms:
         raise TrialDataError(f"reference_arm {reference_arm!r} is not in the patients table; arms: {', '.join(arms)}")
     names = patients["arm"].astype(str)
-    summaries = {a: arm_summary(patients[names == a], criteria, landmarks_days) for a in arms}
+    summaries = {a: arm_summary(rows_where(patients, names == a), criteria, landmarks_days) for a in arms}
     endpoints = ("pfs", "os", "efs") if criteria == "marrow_blasts" else ("pfs", "os")
     comparisons = [compare_arms(patients, a, reference_arm, ep)
                    for a in arms if reference_arm is not None and a != reference_arm for ep in endpoints]
