@@ -681,7 +681,7 @@ def calibrate(
     """Calibrate a product's population to a trial's published endpoints (importance-reweighted
     virtual population) and write calibration.yaml for population.calibration."""
     from carcell.trial.calibrate import (calibrate_population, calibration_yaml, check_table,
-                                         diagnostics_figure, load_targets)
+                                         diagnostics_figure, load_targets, with_levels)
     from carcell.trial.run import run_trial
 
     ts = load_targets(targets)
@@ -704,7 +704,7 @@ def calibrate(
     if check_n > 0:
         checked = sc.model_copy(update={"population": sc.population.model_copy(
             update={"n": check_n, "seed": seed + rounds, "calibration": str(path.resolve())})})
-        check = check_table(simulate(checked, f"check ({check_n})").patients, ts)
+        check = check_table(with_levels(simulate(checked, f"check ({check_n})"), ts), ts)
         check.to_csv(out / "check.csv", index=False)
     fig = diagnostics_figure(fit, ts.parameters, check)
     fig.savefig(out / "calibration.png", dpi=110)

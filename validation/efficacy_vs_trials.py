@@ -22,7 +22,7 @@ import numpy as np
 from carcell.io.yamlio import load_yaml
 from carcell.knowledge import load_knowledge
 from carcell.scenario.load import load_scenario
-from carcell.trial.calibrate import Target, TargetSet, check_table, load_targets
+from carcell.trial.calibrate import Target, TargetSet, check_table, load_targets, with_levels
 from carcell.trial.run import run_trial
 
 HERE = Path(__file__).parent
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         sc = load_scenario(ROOT / scenario, [*sets, f"population.n={args.n}", f"population.seed={args.seed}",
                                              f"population.calibration={calibration}"])
         ts = load_targets(HERE / "targets" / targets)
-        patients = run_trial(sc).patients
+        patients = with_levels(run_trial(sc), ts)
         table = check_table(patients[patients["infused"]], ts)
         print(f"\n{name}: {sc.name}, {args.n} infused virtual patients, seed {args.seed}, "
               f"calibration {calibration}")

@@ -20,6 +20,7 @@ The method (docs/calibration.md) follows the virtual-population idea of Allen et
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,14 +125,53 @@ _SIMPLE = {
 }
 
 
+#: a trajectory's level on a day across patients, e.g. car_cells_per_ul_day_7_median
+LEVEL = re.compile(r"^(?P<quantity>[a-z0-9_]+?)_day_(?P<day>\d+(?:\.\d+)?)_(?:median|geomean)$")
+
+
 def measure_name_check(name: str, where) -> None:
+    from carcell.cohort.metrics import QUANTITIES
+
+    level = LEVEL.match(name)
+    if level and level["quantity"] not in QUANTITIES:
+        raise ScenarioError(f"{where}: targets.{name}: {level['quantity']!r} is not a trajectory quantity; "
+                            f"use one of {', '.join(sorted(QUANTITIES))}")
     ok = (name in _SIMPLE or name.startswith(("pfs_at_", "os_at_", "efs_at_"))
           or name in ("pfs_median_days", "os_median_days", "efs_median_days")
-          or name.startswith(("cmax_", "auc_")) and name.endswith(("_geomean", "_median")))
+          or name.startswith(("cmax_", "auc_")) and name.endswith(("_geomean", "_median")) or level)
     if not ok:
         raise ScenarioError(f"{where}: targets.{name}: unknown measure; use orr, cr, vgpr_or_better, "
                             "pfs_at_DAYS, os_at_DAYS, efs_at_DAYS, pfs_median_days, os_median_days, "
-                            "efs_median_days, or COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns")
+                            "efs_median_days, COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns, "
+                            "or QUANTITY_day_DAY_median / _geomean for a trajectory's level on a day "
+                            "(e.g. car_cells_per_ul_day_7_median)")
+
+
+def with_levels(result, targets: TargetSet) -> pd.DataFrame:
+    """The result's patient table with a column QUANTITY_day_DAY for every level-on-a-day target,
+    read from the trajectories (linear interpolation between output times; NaN for a patient
+    without trajectories, e.g. a control arm, or a day outside the follow-up)."""
+    patients = result.patients
+    wanted = {t.name.rsplit("_", 1)[0]: LEVEL.match(t.name) for t in targets.targets if LEVEL.match(t.name)}
+    if not wanted:
+        return patients
+    patients = patients.copy()
+    rows = pd.Index(result.trajectory_ids).get_indexer(patients["patient_id"].to_numpy())
+    times = np.asarray(result.times, float)
+    for col, m in wanted.items():
+        q, day = m["quantity"], float(m["day"])
+        if q not in result.trajectories:
+            raise ScenarioError(f"targets.{col}: the run has no {q!r} trajectories")
+        x = np.full(len(patients), np.nan)
+        if times[0] <= day <= times[-1]:
+            j = min(int(np.searchsorted(times, day, side="right")), times.size - 1)
+            i = max(j - 1, 0)
+            f = 0.0 if j == i else (day - times[i]) / (times[j] - times[i])
+            traj = result.trajectories[q]
+            ok = rows >= 0
+            x[ok] = (1 - f) * traj[rows[ok], i] + f * traj[rows[ok], j]
+        patients[col] = x
+    return patients
 
 
 def _wquantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
@@ -167,6 +207,10 @@ def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
         if name == f"{ep}_median_days":
             return _median_time(df[f"{ep}_days"].to_numpy(float), df[f"{ep}_event"].to_numpy(bool), w)
     col = name.rsplit("_", 1)[0]
+    if col not in df.columns:
+        hint = (" (a level on a day: add it from the run's trajectories with with_levels(result, targets))"
+                if LEVEL.match(name) else "")
+        raise ScenarioError(f"targets.{name}: the patient table has no column {col!r}{hint}")
     x = df[col].to_numpy(float)
     ok = np.isfinite(x) & (x > 0)
     if name.endswith("_geomean"):
@@ -347,7 +391,8 @@ def calibrate_population(scenario: Scenario, targets: TargetSet, n: int, seed: i
             base = scenario.model_copy(update={"population": scenario.population.model_copy(
                 update={"calibration": str(path.resolve())})})
         plausible = plausible_scenario(base, targets, n, seed + r)
-        patients = simulate(plausible, f"plausible population, round {r + 1} of {rounds} ({n})").patients
+        patients = with_levels(simulate(plausible, f"plausible population, round {r + 1} of {rounds} ({n})"),
+                               targets)
         logm = log_multipliers(plausible, targets, patients["patient_id"].to_numpy())
         fit = fit_weights(patients, logm, targets)
         fit.parameters = {p: (centre[p] * m, om) for p, (m, om) in fit.parameters.items()}
