@@ -68,7 +68,7 @@ PARAMS = {
     "toxicity.variability.leak_il6_half": (0.1, 2.0),
     "toxicity.variability.il6_max": (0.1, 1.5),
     "toxicity.endothelium.half_activation": (50.0, 2e4),
-    "toxicity.endothelium.injury_half": (0.01, 100.0),
+    "toxicity.endothelium.injury_half": (0.01, 1e9),
     "toxicity.endothelium.hill": (1.0, 6.0),
     "toxicity.signs.icans_half": (0.05, 0.99),
     "toxicity.variability.icans_half": (0.1, 2.0),
@@ -82,6 +82,40 @@ def set_params(values: dict[str, float]) -> None:
     k = load_knowledge(False)
     for path, v in values.items():
         k.node(path)["value"] = float(v)
+
+
+DATA = ROOT / "carcell" / "knowledge" / "data"
+
+
+def write_fit(values: dict[str, float], summary: str) -> None:
+    """Write fitted values into the knowledge files, keeping their layout and comments: each
+    node's ``value:`` line is replaced and the fit summary in its note ("N evaluations, objective
+    A -> B, ...;") is brought up to date. A knowledge path names a file (or a folder and file)
+    and then the nested keys, e.g. costim.CD28.multipliers.ifng_secretion."""
+    import re
+
+    for path, value in values.items():
+        parts = path.split(".")
+        file, keys = (DATA / parts[0] / f"{parts[1]}.yaml", parts[2:]) if (DATA / parts[0]).is_dir() \
+            else (DATA / f"{parts[0]}.yaml", parts[1:])
+        lines = file.read_text().splitlines(keepends=True)
+        at, indent = -1, ""
+        for key in keys:   # each key is the next line at this depth after the previous one
+            at = next((i for i in range(at + 1, len(lines)) if lines[i].startswith(f"{indent}{key}:")), None)
+            if at is None:
+                raise SystemExit(f"{file}: {path} not found")
+            indent += "  "
+        for i in range(at + 1, len(lines)):
+            if lines[i].startswith(f"{indent}value:"):
+                lines[i] = f"{indent}value: {value:.4g}\n"
+            elif lines[i].startswith(f"{indent}note:"):
+                lines[i], n = re.subn(r"\d+ evaluations, objective [0-9.]+ -> [0-9.]+, [^;]*;", summary + ";", lines[i])
+                if n != 1:
+                    raise SystemExit(f"{file}: {path}: its note has no fit summary to bring up to date")
+            elif not lines[i].startswith(indent):
+                break
+        file.write_text("".join(lines))
+        print(f"  wrote {path} = {value:.4g} into {file.relative_to(ROOT)}")
 
 
 def trial_measures(args: tuple[dict, dict[str, float], int, bool]) -> dict[str, float]:
@@ -113,6 +147,8 @@ def main() -> None:
                     help="fit on the efficacy-calibrated populations (targets file: calibration per trial)")
     ap.add_argument("--start", nargs="*", default=[], metavar="PATH=VALUE",
                     help="start the search here instead of at the data files' values")
+    ap.add_argument("--write", action="store_true",
+                    help="write the best values into the data files (their notes' fit summary too)")
     args = ap.parse_args()
     targets = load_yaml(ROOT / "validation" / "targets" / "toxicity.yaml")
     k = load_knowledge(False)
@@ -157,6 +193,10 @@ def main() -> None:
     print("\nvalues for the data files (source: fit):")
     for p, v, v0 in zip(names, np.exp(best), np.exp(start)):
         print(f"  {p}: {v:.4g}   (was {v0:.4g})")
+    if args.write:
+        write_fit(dict(zip(names, np.exp(best))),
+                  f"{len(history)} evaluations, objective {history[0][0]:.0f} -> {res.fun:.0f}, "
+                  f"{'converged' if res.success else 'not converged'}")
 
 
 if __name__ == "__main__":
