@@ -105,15 +105,20 @@ def write_fit(values: dict[str, float], summary: str) -> None:
             if at is None:
                 raise SystemExit(f"{file}: {path} not found")
             indent += "  "
-        for i in range(at + 1, len(lines)):
-            if lines[i].startswith(f"{indent}value:"):
-                lines[i] = f"{indent}value: {value:.4g}\n"
-            elif lines[i].startswith(f"{indent}note:"):
-                lines[i], n = re.subn(r"\d+ evaluations, objective [0-9.]+ -> [0-9.]+, [^;]*;", summary + ";", lines[i])
-                if n != 1:
-                    raise SystemExit(f"{file}: {path}: its note has no fit summary to bring up to date")
-            elif not lines[i].startswith(indent):
+        fit_summary = r"\d+ evaluations, objective [0-9.]+ -> [0-9.]+, [^;]*;"
+        # the node is a block (value:, note: lines below it) or a flow mapping on its own line
+        block = [at] if "{value:" in lines[at] else list(range(at + 1, len(lines)))
+        written = summarised = 0
+        for i in block:
+            if i > at and not lines[i].startswith(indent):
                 break
+            lines[i], n = re.subn(r"((?:^\s+|\{)value: )[^,\n]+", rf"\g<1>{value:.4g}", lines[i])
+            written += n
+            lines[i], n = re.subn(fit_summary, summary.replace("\\", "\\\\") + ";", lines[i])
+            summarised += n
+        if written != 1 or summarised != 1:
+            raise SystemExit(f"{file}: {path}: expected one value and one note with a fit summary, "
+                             f"found {written} and {summarised}")
         file.write_text("".join(lines))
         print(f"  wrote {path} = {value:.4g} into {file.relative_to(ROOT)}")
 
