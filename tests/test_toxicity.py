@@ -244,7 +244,7 @@ def test_methylprednisolone_taper_follows_its_schedule():
 def test_prophylactic_tocilizumab_lowers_crs_and_raises_il6_and_endothelial_activation():
     """ZUMA-1 cohort 3 (tocilizumab on day 2 for all): grade >= 3 CRS fell (3% vs 13%) with
     higher peak IL-6 (reference/clinical.md 2.6). Serum IL-6 drives the endothelium in the
-    model, so endothelial activation rises too. The rise of grade >= 3 neurotoxicity in that
+    model, so endothelial activation rises too, patient by patient. The rise of grade >= 3 neurotoxicity in that
     cohort (41% vs 28%) is not reproduced: earlier dexamethasone for grade 2 ICANS under ASCO
     2021 cuts it back (docs/toxicity.md), so it is not asserted."""
     asco, c3 = _run("asco"), _run("cohort3")
@@ -256,5 +256,9 @@ def test_prophylactic_tocilizumab_lowers_crs_and_raises_il6_and_endothelial_acti
     assert np.log(il6_c3).mean() > np.log(il6_asco).mean()
     untreated = (asco.patients["tocilizumab_doses"] == 0).to_numpy()
     assert untreated.sum() >= 5 and np.median(il6_c3[untreated] / il6_asco[untreated]) > 1.5
-    endo = lambda r: np.median(r.trajectories["endothelial_activation"].max(axis=1))  # noqa: E731
-    assert endo(c3) > endo(asco)
+    # endothelial activation, patient by patient (the same virtual patients in both runs): higher
+    # with the prophylaxis in most, and in every patient ASCO 2021 never treats, where serum IL-6
+    # is the only difference (the mural-cell injury route does not see tocilizumab)
+    endo_c3, endo_asco = (r.trajectories["endothelial_activation"].max(axis=1) for r in (c3, asco))
+    assert np.median(endo_c3 / endo_asco) > 1.0
+    assert (endo_c3[untreated] > endo_asco[untreated]).all()
