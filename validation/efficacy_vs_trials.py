@@ -26,6 +26,7 @@ from carcell.trial.calibrate import Target, TargetSet, check_table, load_targets
 from carcell.trial.run import run_trial
 
 HERE = Path(__file__).parent
+W = 32   # width of the endpoint column (car_cells_per_ul_day_14_median and the like)
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from toxicity_measures import agrees, interval, simulated  # noqa: E402
@@ -69,15 +70,15 @@ def main(argv=None) -> int:
         table = check_table(patients[patients["infused"]], ts)
         print(f"\n{name}: {sc.name}, {args.n} infused virtual patients, seed {args.seed}, "
               f"calibration {calibration}")
-        print(f"{'endpoint':<22}{'published':>11}{'95% CI':>20}{'model':>10}  inside")
+        print(f"{'endpoint':<{W}}{'published':>11}{'95% CI':>20}{'model':>10}  inside")
         for r in table.itertuples():
-            print(f"{r.target:<22}{r.published:>11.3g}{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}"
+            print(f"{r.target:<{W}}{r.published:>11.3g}{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}"
                   f"{r.model:>10.3g}  {'yes' if r.inside else 'NO'}")
             failures += not r.inside
         if extra:   # published, not fitted: a check out of sample
             ts_extra = TargetSet(name, {}, [Target(m, v, nn, None, src, note) for m, (v, nn, src, note) in extra.items()])
             for r in check_table(patients[patients["infused"]], ts_extra).itertuples():
-                print(f"{r.target + ' (not fitted)':<22}{r.published:>11.3g}"
+                print(f"{r.target + ' (not fitted)':<{W}}{r.published:>11.3g}"
                       f"{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}{r.model:>10.3g}  {'yes' if r.inside else 'no'}")
         infused = patients[patients["infused"]]
         safety = load_yaml(HERE / "targets" / "toxicity.yaml").get(name)
@@ -88,14 +89,14 @@ def main(argv=None) -> int:
                     continue
                 lo, hi = interval(target, int(safety["infused"]))
                 ok = agrees(m, sim[m], target, int(safety["infused"]))
-                print(f"{m + ' (safety)':<22}{target['value']:>11.3g}{f'{lo:.3g}-{hi:.3g}':>20}"
+                print(f"{m + ' (safety)':<{W}}{target['value']:>11.3g}{f'{lo:.3g}-{hi:.3g}':>20}"
                       f"{sim[m]:>10.3g}  {'yes' if ok else 'no'}")
         for col, responders, value, what in KINETICS.get(name, []):
             sel = infused["best_response"].isin(["CR", "VGPR", "PR"]) == responders
             x = infused.loc[sel, col].to_numpy(float)
             x = x[np.isfinite(x) & (x > 0)]
             model = float(np.exp(np.mean(np.log(x)))) if x.size else float("nan")
-            print(f"{col[:16] + (' R' if responders else ' NR'):<22}{value:>11.3g}{'':>20}{model:>10.3g}  "
+            print(f"{col[:16] + (' R' if responders else ' NR'):<{W}}{value:>11.3g}{'':>20}{model:>10.3g}  "
                   f"ratio {model / value:.2f} ({what})")
         deaths = patients.loc[patients["infused"], "death_cause"].value_counts().to_dict()
         print(f"deaths by cause (infused): {deaths}")
