@@ -709,7 +709,8 @@ def calibrate(
     fig = diagnostics_figure(fit, ts.parameters, check)
     fig.savefig(out / "calibration.png", dpi=110)
     t = Table(title=f"{sc.name} calibrated to {ts.trial} (ESS {fit.ess:.0f} of {n})")
-    for c in ("target", "published (95% CI)", "reweighted", "re-simulated", "inside"):
+    t.add_column("target", overflow="fold")   # kinetic targets have long names; fold, do not cut
+    for c in ("published (95% CI)", "reweighted", "re-simulated", "inside"):
         t.add_column(c)
     for j, r in enumerate(fit.table.itertuples()):
         chk = check.iloc[j] if check is not None else None

@@ -396,5 +396,8 @@ def calibrate_population(scenario: Scenario, targets: TargetSet, n: int, seed: i
         logm = log_multipliers(plausible, targets, patients["patient_id"].to_numpy())
         fit = fit_weights(patients, logm, targets)
         fit.parameters = {p: (centre[p] * m, om) for p, (m, om) in fit.parameters.items()}
+        # the round's plausible patients on the same scale as the fitted multipliers (relative
+        # to the design, not to this round's centre), for the diagnostics figure
+        fit.log_multipliers = {p: l + np.log(centre[p]) for p, l in fit.log_multipliers.items()}
         centre = {p: m for p, (m, _) in fit.parameters.items()}
     return fit
