@@ -264,30 +264,23 @@ def test_prophylactic_tocilizumab_lowers_crs_and_raises_il6_and_endothelial_acti
     assert (endo_c3[untreated] > endo_asco[untreated]).all()
 
 
-def test_toxicity_fit_writer_updates_every_fitted_value_and_its_note(tmp_path, monkeypatch):
+def test_toxicity_fit_writer_updates_every_fitted_value_and_its_note(tmp_path):
     """validation/calibrate_toxicity.py --write: every fitted parameter, block or flow-mapping
     entry, gets its new value and the new fit summary in its note; the rest of the file is kept."""
     import shutil
 
     import calibrate_toxicity as ct
 
-    from carcell.io.yamlio import load_yaml
+    from carcell.knowledge.store import DATA_DIR, Knowledge
 
-    data = tmp_path / "carcell" / "knowledge" / "data"
-    shutil.copytree(ct.DATA, data)
-    monkeypatch.setattr(ct, "DATA", data)
-    monkeypatch.setattr(ct, "ROOT", tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(DATA_DIR, data)
     k = load_knowledge(False)
     new = {p: 1.1 * k.value(p) for p in ct.PARAMS}
-    ct.write_fit(new, "9 evaluations, objective 3 -> 2, converged (test)")
+    ct.write_fit(new, "9 evaluations, objective 3 -> 2, converged (test)", root=data)
+    written = Knowledge(data)
     for p, v in new.items():
-        parts = p.split(".")
-        file, keys = ((data / parts[0] / f"{parts[1]}.yaml", parts[2:]) if (data / parts[0]).is_dir()
-                      else (data / f"{parts[0]}.yaml", parts[1:]))
-        node = load_yaml(file)
-        for key in keys:
-            node = node[key]
-        assert node["value"] == pytest.approx(v, rel=1e-3), p
-        assert "9 evaluations, objective 3 -> 2, converged (test);" in node["note"], p
+        assert written.value(p) == pytest.approx(v, rel=1e-3), p
+        assert "9 evaluations, objective 3 -> 2, converged (test);" in written.node(p)["note"], p
     untouched = "toxicity.signs.fever_max_rise"
-    assert load_yaml(data / "toxicity.yaml")["signs"]["fever_max_rise"]["value"] == k.value(untouched)
+    assert written.value(untouched) == k.value(untouched)

@@ -40,6 +40,7 @@ The script prints the fit beside the data and the values to write into the data 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from toxicity_measures import discrepancy, simulated  # noqa: E402
 from carcell.cohort import run_cohort  # noqa: E402
 from carcell.io.yamlio import load_yaml  # noqa: E402
 from carcell.knowledge import load_knowledge  # noqa: E402
+from carcell.knowledge.store import DATA_DIR, knowledge_file  # noqa: E402
 from carcell.scenario import load_scenario  # noqa: E402
 from carcell.solve.workers import process_pool  # noqa: E402
 
@@ -84,20 +86,16 @@ def set_params(values: dict[str, float]) -> None:
         k.node(path)["value"] = float(v)
 
 
-DATA = ROOT / "carcell" / "knowledge" / "data"
+#: the fit summary in a fitted parameter's note, which --write brings up to date
+FIT_SUMMARY = r"\d+ evaluations, objective [0-9.]+ -> [0-9.]+, [^;]*;"
 
 
-def write_fit(values: dict[str, float], summary: str) -> None:
-    """Write fitted values into the knowledge files, keeping their layout and comments: each
-    node's ``value:`` line is replaced and the fit summary in its note ("N evaluations, objective
-    A -> B, ...;") is brought up to date. A knowledge path names a file (or a folder and file)
-    and then the nested keys, e.g. costim.CD28.multipliers.ifng_secretion."""
-    import re
-
+def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> None:
+    """Write fitted values into the knowledge files under ``root``, keeping their layout and
+    comments: each node's ``value:`` line is replaced and the fit summary in its note
+    ("N evaluations, objective A -> B, ...;") is brought up to date."""
     for path, value in values.items():
-        parts = path.split(".")
-        file, keys = (DATA / parts[0] / f"{parts[1]}.yaml", parts[2:]) if (DATA / parts[0]).is_dir() \
-            else (DATA / f"{parts[0]}.yaml", parts[1:])
+        file, keys = knowledge_file(path, root)
         lines = file.read_text().splitlines(keepends=True)
         at, indent = -1, ""
         for key in keys:   # each key is the next line at this depth after the previous one
@@ -105,7 +103,6 @@ def write_fit(values: dict[str, float], summary: str) -> None:
             if at is None:
                 raise SystemExit(f"{file}: {path} not found")
             indent += "  "
-        fit_summary = r"\d+ evaluations, objective [0-9.]+ -> [0-9.]+, [^;]*;"
         # the node is a block (value:, note: lines below it) or a flow mapping on its own line
         block = [at] if "{value:" in lines[at] else list(range(at + 1, len(lines)))
         written = summarised = 0
@@ -114,13 +111,13 @@ def write_fit(values: dict[str, float], summary: str) -> None:
                 break
             lines[i], n = re.subn(r"((?:^\s+|\{)value: )[^,\n]+", rf"\g<1>{value:.4g}", lines[i])
             written += n
-            lines[i], n = re.subn(fit_summary, summary.replace("\\", "\\\\") + ";", lines[i])
+            lines[i], n = re.subn(FIT_SUMMARY, summary.replace("\\", "\\\\") + ";", lines[i])
             summarised += n
         if written != 1 or summarised != 1:
             raise SystemExit(f"{file}: {path}: expected one value and one note with a fit summary, "
                              f"found {written} and {summarised}")
         file.write_text("".join(lines))
-        print(f"  wrote {path} = {value:.4g} into {file.relative_to(ROOT)}")
+        print(f"  wrote {path} = {value:.4g} into {file.relative_to(root)}")
 
 
 def trial_measures(args: tuple[dict, dict[str, float], int, bool]) -> dict[str, float]:

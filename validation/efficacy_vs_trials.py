@@ -26,8 +26,8 @@ from carcell.trial.calibrate import Target, TargetSet, check_table, load_targets
 from carcell.trial.run import run_trial
 
 HERE = Path(__file__).parent
-W = 32   # width of the endpoint column (car_cells_per_ul_day_14_median and the like)
 ROOT = HERE.parent
+W = 32   # width of the endpoint column (car_cells_per_ul_day_14_median and the like)
 sys.path.insert(0, str(HERE))
 from toxicity_measures import agrees, interval, simulated  # noqa: E402
 

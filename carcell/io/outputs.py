@@ -247,9 +247,7 @@ def write_trial_outputs(result, out: Path, extra_provenance: dict | None = None,
     single = len(result.arms) == 1 and car
     if single:   # the cohort files, with the infused patients' endpoints (deaths included)
         cohort = result.cohorts[car[0].name]
-        infused = rows_where(result.patients, result.patients["infused"].astype(bool))
-        if not (isinstance(infused.index, pd.RangeIndex) and infused.index.start == 0 and infused.index.step == 1):
-            infused = infused.reset_index(drop=True)
+        infused = rows_where(result.patients, result.patients["infused"].astype(bool), renumber=True)
         assert np.array_equal(infused["patient_id"].to_numpy(), cohort.patients["patient_id"].to_numpy())
         write_outputs(dataclasses.replace(cohort, patients=infused), out, extra_provenance, tables=tables)
     else:

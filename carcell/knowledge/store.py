@@ -78,6 +78,18 @@ def walk_entries(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, node
 
 
+def knowledge_file(path: str, root: Path = DATA_DIR) -> tuple[Path, list[str]]:
+    """The data file that holds a dotted path, and the keys inside it: folders are taken while
+    they exist (``costim.CD28.multipliers.x`` is costim/CD28.yaml, keys multipliers, x)."""
+    parts, at = path.split("."), root
+    while len(parts) > 1 and (at / parts[0]).is_dir():
+        at, parts = at / parts[0], parts[1:]
+    file = at / f"{parts[0]}.yaml"
+    if not file.exists():
+        raise KnowledgeError(f"{path}: no data file {file}")
+    return file, parts[1:]
+
+
 class Knowledge:
     """All data files, addressed as ``file.section.name`` (``physiology.blood_volume``)."""
 

@@ -292,6 +292,7 @@ def write_large_outputs(store: ChunkStore, plan, chunks: list[Chunk], out: Path,
     """The large-run layout (module docstring); returns trial.json's content and the trial with
     only its statistics columns (no trajectories, no events)."""
     from carcell.trial.run import TrialResult   # noqa: PLC0415
+    from carcell.trial.stats import rows_where   # noqa: PLC0415
 
     parts = [tuple(p) for c in chunks for p in store.entry(c.index)["column_parts"]]
     columns = canonical_columns(parts)
@@ -315,8 +316,8 @@ def write_large_outputs(store: ChunkStore, plan, chunks: list[Chunk], out: Path,
         rows = (patients["arm"] == arm.name) & patients["infused"].astype(bool) if arm.kind == "car" else None
         if rows is not None and rows.any():
             # an arm that is every row (a single-arm trial, all infused) is the table itself, not a copy
-            cohort = patients if rows.all() else patients[rows].reset_index(drop=True)
-            cohorts[arm.name] = CohortResult(arm.scenario, _cohort_design(arm), times, cohort, {}, empty_events)
+            cohorts[arm.name] = CohortResult(arm.scenario, _cohort_design(arm), times,
+                                             rows_where(patients, rows, renumber=True), {}, empty_events)
     result = TrialResult(plan.scenario, plan.arms, patients, empty_events, times, {}, np.array([], np.int64),
                          cohorts, plan.chain, plan.population, plan.allocation)
     extra = {**(extra_provenance or {}), "layout": "large (docs/scale.md)"}

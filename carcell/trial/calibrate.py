@@ -152,7 +152,8 @@ def with_levels(result, targets: TargetSet) -> pd.DataFrame:
     read from the trajectories (linear interpolation between output times; NaN for a patient
     without trajectories, e.g. a control arm, or a day outside the follow-up)."""
     patients = result.patients
-    wanted = {t.name.rsplit("_", 1)[0]: LEVEL.match(t.name) for t in targets.targets if LEVEL.match(t.name)}
+    matches = (LEVEL.match(t.name) for t in targets.targets)
+    wanted = {m.string.rsplit("_", 1)[0]: m for m in matches if m}
     if not wanted:
         return patients
     patients = patients.copy()

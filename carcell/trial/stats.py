@@ -91,11 +91,15 @@ def event_flags(values: Any) -> np.ndarray:
     return s.where(s.notna(), False).astype(bool).to_numpy()
 
 
-def rows_where(frame: pd.DataFrame, mask: Any) -> pd.DataFrame:
+def rows_where(frame: pd.DataFrame, mask: Any, renumber: bool = False) -> pd.DataFrame:
     """The rows of ``frame`` where ``mask`` holds: the frame itself when that is every row (a
-    large run's statistics frame, 10^6 patients, is then not copied), else a copy."""
+    large run's statistics frame, 10^6 patients, is then not copied), else a copy; with
+    ``renumber``, indexed 0..n-1 either way."""
     mask = np.asarray(mask, dtype=bool)
-    return frame if mask.all() else frame[mask]
+    if mask.all() and not (renumber and not frame.index.equals(pd.RangeIndex(len(frame)))):
+        return frame
+    rows = frame[mask]
+    return rows.reset_index(drop=True) if renumber else rows
 
 
 def _z(level: float) -> float:
