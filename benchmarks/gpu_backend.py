@@ -151,13 +151,15 @@ def main() -> None:
     print(f"device: {jax_kernel.device()}   python {platform.python_version()}   jax {jax_version()}   "
           f"rtol {args.rtol} atol {args.atol}   {args.days} days, daily grid", flush=True)
     numpy_row = measure_numpy(args)
-    rows = [measure_jax(n, args, numpy_row) for n in sizes]
-    if args.json:
-        meta = {"device": jax_kernel.device(), "jax_version": jax_version(), "days": args.days, "rtol": args.rtol,
-                "atol": args.atol, "via_host": args.via_host, "example": args.example, "base": args.base}
-        numpy_out = {k: v for k, v in numpy_row.items() if k not in ("y", "status")}
-        with open(args.json, "w") as f:
-            json.dump({**meta, "numpy": numpy_out, "jax": rows}, f, indent=1)
+    meta = {"device": jax_kernel.device(), "jax_version": jax_version(), "days": args.days, "rtol": args.rtol,
+            "atol": args.atol, "via_host": args.via_host, "example": args.example, "base": args.base,
+            "numpy": {k: v for k, v in numpy_row.items() if k not in ("y", "status")}}
+    rows: list[dict] = []
+    for n in sizes:
+        rows.append(measure_jax(n, args, numpy_row))
+        if args.json:       # after every size, so a run stopped at a time limit keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump({**meta, "jax": rows}, f, indent=1)
 
 
 def jax_version() -> str:
