@@ -29,7 +29,7 @@ py=${PYTHON:-python3}
   $py -c "import jax, numpy, pandas; from carcell.solve import jax_kernel; \
 print('jax', jax.__version__, 'numpy', numpy.__version__, 'pandas', pandas.__version__, 'device', jax_kernel.device())"
 } 2>&1 | tee "$out/env.txt"
-[ -n "${ALLOW_CPU:-}" ] || grep -q "device cuda" "$out/env.txt" || { echo "JAX sees no CUDA device (ALLOW_CPU=1 to run anyway): stopping"; exit 2; }
+[ -n "${ALLOW_CPU:-}" ] || grep -q -E "device (gpu|cuda)" "$out/env.txt" || { echo "JAX sees no CUDA device (ALLOW_CPU=1 to run anyway): stopping"; exit 2; }
 
 echo "== throughput (integration only)"
 timeout 280 $py benchmarks/gpu_backend.py --n $sizes --numpy-patients ${NUMPY_PATIENTS:-1000} --json "$out/gpu.json" 2>&1 \
