@@ -29,6 +29,8 @@ TAPER = {"rules": [{"when": "crs >= 0", "give": "methylprednisolone", "dose": 10
                     "taper": [{"dose": 1000, "every": 24, "days": 3}, {"dose": 250, "every": 12, "days": 2},
                               {"dose": 60, "every": 6, "days": 1}]}]}
 DEX_PROPHYLAXIS = {"prophylaxis": [{"give": "dexamethasone", "days": [0, 1, 2], "dose": 10}], "rules": []}
+# tocilizumab at a dose far too small to block the IL-6 receptor (8 mg/kg is the real one)
+TOCI_TOO_LITTLE = {"rules": [{**TOCI_ONLY["rules"][0], "dose": 0.008}]}
 
 
 @functools.cache
@@ -36,6 +38,7 @@ def _run(key: str, n: int = 60):
     raw = {
         "none": {**AXI, "regimen": {"protocol": "none"}},
         "toci": {**AXI, "regimen": {"protocol": TOCI_ONLY}},
+        "toci_too_little": {**AXI, "regimen": {"protocol": TOCI_TOO_LITTLE}},
         "prophylaxis": {**AXI, "regimen": {"protocol": DEX_PROPHYLAXIS}},
         "asco": {**AXI, "regimen": {"protocol": "asco2021"}},
         "cohort3": {**AXI, "regimen": {"protocol": "zuma1_cohort3"}},
@@ -66,6 +69,35 @@ def test_tocilizumab_shortens_and_lowers_crs_but_not_icans():
     given = toci["tocilizumab_doses"] > 0   # serum IL-6 rises in the patients who got it
     assert (toci["il6_peak_pg_per_ml"][given] >= none["il6_peak_pg_per_ml"][given] - 1e-6).all()
     assert toci["il6_peak_pg_per_ml"][given].median() > none["il6_peak_pg_per_ml"][given].median()
+
+
+def _response_from_events(ev, patient_id) -> float:
+    """The FDA's tocilizumab response (Le 2018) read off a patient's event log: the first dose
+    given while CRS was graded, CRS back to grade 0 within 14 days of it, at most 2 doses."""
+    mine = ev[ev["patient_id"] == patient_id]
+    crs = mine[mine["event"] == "crs_grade"].sort_values("day", kind="stable")
+    doses = np.sort(mine[(mine["event"] == "drug") & mine["detail"].str.startswith("tocilizumab")]["day"].to_numpy())
+    grade_at = [crs[crs["day"] <= d]["value"].iloc[-1] if (crs["day"] <= d).any() else 0 for d in doses]
+    during = [d for d, g in zip(doses, grade_at) if g >= 1]
+    if not during:
+        return np.nan
+    resolved = crs[(crs["day"] > during[0]) & (crs["value"] == 0)]["day"]
+    end = resolved.iloc[0] if len(resolved) else np.inf
+    return float(end - during[0] <= 14 and ((doses >= during[0]) & (doses <= end)).sum() <= 2)
+
+
+def test_tocilizumab_response_follows_the_fda_definition():
+    """``tocilizumab_response`` (Le et al. 2018's definition) agrees with the event log patient
+    by patient, and a dose too small to block the receptor is not a response."""
+    p, ev = _run("toci").patients, _run("toci").events
+    expected = np.array([_response_from_events(ev, pid) for pid in p["patient_id"]])
+    np.testing.assert_array_equal(p["tocilizumab_response"].to_numpy(), expected)
+    given = p["tocilizumab_response"].notna()
+    assert given.sum() >= 10 and (p.loc[given, "tocilizumab_doses"] > 0).all()
+    assert (p.loc[~given, "crs_max_grade"] < 2).all()      # untreated: never reached the rule's grade
+    weak = _run("toci_too_little").patients
+    assert weak["tocilizumab_response"].notna().sum() >= 10
+    assert weak["tocilizumab_response"].mean() < p["tocilizumab_response"].mean() - 0.3
 
 
 def test_prophylactic_steroids_lower_severe_crs():
@@ -144,6 +176,26 @@ def test_graded_by_the_same_code_as_real_patients():
     assert list(g["crs_astct"]) == sorted(g["crs_astct"])             # more IL-6, higher CRS grade
     assert list(g["icans_astct"]) == sorted(g["icans_astct"])
     assert g["crs_astct"].iloc[0] == 0 and g["crs_astct"].iloc[-1] >= 3
+
+
+def test_an_activated_endothelium_keeps_leaking_under_tocilizumab():
+    """Tocilizumab removes IL-6 signalling, and with it the fever, but not the leak of an
+    activated endothelium: hypotension persists where the endothelium is activated and not
+    where it is at rest (toxicity.signs.leak_endothelial_half)."""
+    from carcell.clinical.signs import SignModel, observe
+    from carcell.design import compile_chunk, resolve_design
+    from carcell.knowledge import load_knowledge
+    from carcell.model.states import INDEX
+
+    sc = validate_raw({**AXI, "population": {"n": 4, "seed": 1}}, "t")
+    c = compile_chunk(resolve_design(sc, load_knowledge()), 0, 4)
+    y = c.y0.copy()
+    y[:, INDEX["il6"]] = 3000.0
+    y[:, INDEX["tocilizumab"]] = [0.0, 0.0, 1e4, 1e4] * c.params.toci_kd       # none, none, blocked, blocked
+    y[:, INDEX["endothelial_activation"]] = [0.0, 0.9, 0.0, 0.9]
+    obs = observe(SignModel.from_knowledge(load_knowledge()), y, c.params, np.arange(4), 3.0, np.full(4, 60.0))
+    assert (obs["temperature_c"].to_numpy()[:2] >= 38.0).all() and (obs["temperature_c"].to_numpy()[2:] < 38.0).all()
+    assert list(obs["hypotension"]) == [True, True, False, True]
 
 
 def test_bad_protocol_rule_is_a_clear_error():

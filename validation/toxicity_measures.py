@@ -3,7 +3,10 @@ calibration and validation scripts).
 
 Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
-ASTCT ICANS. Onset and duration are medians over patients with CRS.
+ASTCT ICANS. Onset and duration are medians over patients with CRS. Tocilizumab response is the
+share of patients given tocilizumab during CRS whose CRS resolved as the FDA's analysis defined
+it (carcell.clinical.management, column ``tocilizumab_response``). A target with ``fitted: false``
+is reported beside the data but left out of the calibration objective.
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         "steroid_use": float((ok["steroid_days"] > 0).mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
+        # among patients given tocilizumab during CRS (NaN when none was): FDA response definition
+        "tocilizumab_response": float(ok["tocilizumab_response"].mean()),
     }
+
+
+def target_size(target: dict, size: int) -> int:
+    """A target's own sample size (``n``: a subset of the trial, e.g. its tocilizumab-treated
+    patients) or the trial's infused count."""
+    return int(target.get("n", size))
 
 
 def binomial_deviance(model: float, observed: float, size: int) -> float:
@@ -43,7 +54,7 @@ def binomial_deviance(model: float, observed: float, size: int) -> float:
 
 def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
     """One term of the calibration objective (deviance units)."""
-    value = float(target["value"])
+    value, size = float(target["value"]), target_size(target, size)
     if measure in MEDIAN_SD_DAYS:
         if np.isnan(model):
             return 25.0
@@ -55,6 +66,7 @@ def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
 
 def interval(target: dict, size: int) -> tuple[float, float]:
     """95% Clopper-Pearson interval of a trial rate for its size."""
+    size = target_size(target, size)
     k = int(round(float(target["value"]) * size))
     ci = binomtest(k, size).proportion_ci(0.95, method="exact")
     return float(ci.low), float(ci.high)

@@ -366,7 +366,38 @@ class Manager:
             **{f"{kind}_days": np.array([len(d) for d in days]) for kind, days in self.days_given.items()},
             "rimiducid_given": self.rimiducid_given.astype(int),
             "icu_days": icu.fillna(0.0).to_numpy(),
+            "tocilizumab_response": self._tocilizumab_response(g),
         })
+        return out
+
+    def _tocilizumab_response(self, g: pd.DataFrame) -> np.ndarray:
+        """Per patient: 1 if CRS treated with tocilizumab resolved as in the FDA's analysis of
+        tocilizumab for CAR T-cell CRS (Le et al. 2018, doi:10.1634/theoncologist.2018-0028),
+        0 if not, NaN for a patient not given tocilizumab during CRS.
+
+        Response: after the first dose given while CRS was graded (ASTCT grade >= 1), CRS
+        resolved (grade 0 at an assessment) within 14 days, with at most 2 tocilizumab doses and
+        no other anti-cytokine drug (anakinra) up to resolution; corticosteroids are allowed.
+        """
+        out = np.full(len(self.patient_ids), np.nan)
+        if g.empty:
+            return out
+        index = {pid: i for i, pid in enumerate(self.patient_ids)}
+        for pid, rows in g.groupby("patient", sort=False):   # rows in day order (sorted above)
+            i = index[pid]
+            if not self.toci_days[i]:
+                continue
+            days, crs = rows["day"].to_numpy(), rows["crs_astct"].to_numpy()
+            doses = np.array(self.toci_days[i])
+            at = np.searchsorted(days, doses, side="right") - 1     # the assessment that gave each dose
+            during = doses[(at >= 0) & (crs[np.maximum(at, 0)] >= 1)]
+            if during.size == 0:
+                continue
+            first = during[0]
+            resolved = days[(days > first) & (crs == 0)]
+            end = resolved[0] if resolved.size else np.inf
+            anakinra = any(np.floor(first) <= d <= end for d in self.days_given["anakinra"][i])
+            out[i] = float(end - first <= 14.0 and np.sum((doses >= first) & (doses <= end)) <= 2 and not anakinra)
         return out
 
     def events(self) -> pd.DataFrame:

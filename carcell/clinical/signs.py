@@ -6,10 +6,11 @@ consciousness, seizures, drugs given), and is then graded by the same code
 (:mod:`carcell.clinical.grading`). The mapping (``knowledge/data/toxicity.yaml``):
 
 - IL-6 *signalling*, serum IL-6 times the share of IL-6 receptors not blocked by
-  tocilizumab, drives temperature (a Hill curve over 37 degC) and a vascular-leak index
-  (0-1). The leak index crosses fixed levels for hypotension needing fluids, one vasopressor
-  and several; hypoxia follows the same index a little later: low-flow cannula, high-flow
-  oxygen, positive pressure.
+  tocilizumab, drives temperature (a Hill curve over 37 degC) and, with endothelial
+  activation, a vascular-leak index (0-1). The endothelium's part is not blocked by
+  tocilizumab, so hypotension and hypoxia can outlast it. The leak index crosses fixed levels
+  for hypotension needing fluids, one vasopressor and several; hypoxia follows the same index a
+  little later: low-flow cannula, high-flow oxygen, positive pressure.
 - Endothelial activation drives encephalopathy (0-1): the ICE score falls from 10 as it
   rises, consciousness is depressed at higher levels, seizures and cerebral oedema at the top.
 - Each patient has their own thresholds (``fever_il6_half``, ``leak_il6_half``,
@@ -36,6 +37,7 @@ class SignModel:
     baseline_c: float
     fever_rise: float
     leak_hill: float
+    leak_endothelial_half: float
     leak_levels: tuple[float, float, float, float]
     hypoxia_offset: float
     icans_hill: float
@@ -50,6 +52,7 @@ class SignModel:
             baseline_c=float(k.value(f"{s}.baseline_temperature")),
             fever_rise=float(k.value(f"{s}.fever_max_rise")),
             leak_hill=float(k.value(f"{s}.leak_hill")),
+            leak_endothelial_half=float(k.value(f"{s}.leak_endothelial_half")),
             leak_levels=tuple(float(v) for v in k.value(f"{s}.leak_levels")),
             hypoxia_offset=float(k.value(f"{s}.hypoxia_offset")),
             icans_hill=float(k.value(f"{s}.icans_hill")),
@@ -73,7 +76,8 @@ def observe(model: SignModel, y: np.ndarray, p: Params, patient_ids: np.ndarray,
     il6 = np.maximum(y[:, INDEX["il6"]], 0.0)
     signal = il6 * (1.0 - il6_receptor_occupancy(y, p))
     temperature = model.baseline_c + model.fever_rise * _hill(signal, p.fever_il6_half, 2.0)
-    leak = _hill(signal, p.leak_il6_half, model.leak_hill)
+    endothelium = np.maximum(y[:, INDEX["endothelial_activation"]], 0.0)
+    leak = _hill(signal / p.leak_il6_half + endothelium / model.leak_endothelial_half, 1.0, model.leak_hill)
     l0, l1, l2, l3 = model.leak_levels
     off = model.hypoxia_offset
     vasopressors = np.select([leak >= l2, leak >= l1], [2, 1], 0)

@@ -28,6 +28,7 @@ PATIENT_UNITS = {
     "ifng_peak_pg_per_ml": "pg/mL", "b_cell_aplasia_days": "day",
     "crs_max_grade": "ASTCT grade", "icans_max_grade": "ASTCT grade", "crs_max_grade_lee2014": "Lee 2014 grade",
     "crs_max_grade_penn": "Penn grade", "crs_max_grade_ctcae5": "CTCAE v5 grade", "tocilizumab_doses": "doses",
+    "tocilizumab_response": "1",
     "hematotox_score": "CAR-HEMATOTOX points", "anc_nadir_per_ul": "cells/uL", "icaht_grade": "ICAHT grade",
     "platelet_nadir_e9_per_l": "1e9/L", "igg_nadir": "mg/dL", "ivig_doses": "doses",
     "baseline_anc_per_ul": "cells/uL", "baseline_platelets_e9_per_l": "1e9/L", "baseline_hb_g_dl": "g/dL",
@@ -87,6 +88,8 @@ def _toxicity_summary(ok: pd.DataFrame) -> dict:
         "icans_any": _share(ok["icans_max_grade"] >= 1), "icans_grade3plus": _share(ok["icans_max_grade"] >= 3),
         "crs_onset_day": _q(ok["crs_onset_day"]), "crs_duration_days": _q(ok["crs_duration_days"]),
         "tocilizumab_use": _share(ok["tocilizumab_doses"] > 0), "steroid_use": _share(ok["steroid_days"] > 0),
+        # of the patients given tocilizumab during CRS: resolved as the FDA's analysis defined it
+        "tocilizumab_response": _share(ok["tocilizumab_response"].dropna() == 1),
         "icu_admission": _share(ok["icu_days"] > 0),
     }
 

@@ -51,7 +51,7 @@ STATISTICS_COLUMNS = (
     "progression_day", "relapse_antigen", "death_cause", "pfs_days", "pfs_event", "efs_days", "efs_event",
     "os_days", "os_event", "dor_days", "dor_event", "cmax_cells_per_ul", "cmax_copies_per_ug", "tmax_days",
     "auc_0_28_copies_day_per_ug", "il6_peak_pg_per_ml", "crs_max_grade", "crs_onset_day", "crs_duration_days",
-    "icans_max_grade", "tocilizumab_doses", "steroid_days", "icu_days", "hematotox_high_risk",
+    "icans_max_grade", "tocilizumab_doses", "tocilizumab_response", "steroid_days", "icu_days", "hematotox_high_risk",
     "severe_neutropenia_days", "icaht_grade", "ivig_doses", "igg_nadir",
 )
 EVENT_COLUMNS = ["patient_id", "arm", "day", "event", "value", "detail"]
