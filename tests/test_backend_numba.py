@@ -41,7 +41,14 @@ from carcell.solve.rounds import atol_vector, simulate_batch
 
 from mirror_inputs import perturbed_inputs
 
-RHS_RTOL = 1e-12
+# NumPy runs float64 exp, log and pow with its own AVX-512 code on CPUs that have AVX-512, which
+# rounds the last bit differently from the C library Numba calls (bit-identical on a CPU without
+# it). Cancellation in a derivative (IL-15 near its steady state) magnifies that to ~2e-12, and
+# 20 days of adaptive steps to ~1e-10 in the states and ~5e-8 in the next step size (seen on an
+# AVX-512 machine, numba 0.68).
+RHS_RTOL = 1e-10
+INTERVAL_STATE_RTOL = 1e-9
+INTERVAL_STEP_RTOL = 1e-6
 RHS_FLOOR = 1e-6          # 1/day (log-cell states) or units/day: smaller derivatives are noise
 BACKEND_RTOL = 1e-6       # issue 8: backends agree within 1e-6 relative on per-patient outputs
 PRODUCTION_TOL = {"rtol": 1e-6, "atol": 1e-8}
@@ -137,8 +144,8 @@ def test_one_interval_matches_dopri5_including_failures(kernel):
         np.testing.assert_array_equal(got[2], expected[2])
         assert got[2][3] != STATUS_OK and got[2][4] == STATUS_MAX_STEPS and np.array_equal(got[0][4], c.y0[4])
         seen |= set(got[2][1:3].tolist())
-        for a, b in zip(got[:2], expected[:2]):
-            np.testing.assert_allclose(a, b, rtol=RHS_RTOL, atol=0.0, equal_nan=True)
+        np.testing.assert_allclose(got[0], expected[0], rtol=INTERVAL_STATE_RTOL, atol=0.0, equal_nan=True)
+        np.testing.assert_allclose(got[1], expected[1], rtol=INTERVAL_STEP_RTOL, atol=0.0, equal_nan=True)
     assert {STATUS_MAX_STEPS, STATUS_NONFINITE} <= seen, seen
 
 
@@ -160,13 +167,17 @@ def _state_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_simulate_batch_half_a_year_agrees_with_numpy():
     """Raw states, 8 patients, 180 days with extinction rounds (open loop; the solid tumour
-    is covered by the cohort test below)."""
+    is covered by the cohort test below). At rtol 1e-7: at the production 1e-6, a last-bit
+    difference in exp (RHS_RTOL's comment) can flip one step's accept/reject and move a level
+    near its baseline by ~2e-6 over months, as between the JAX and NumPy backends
+    (docs/backend-jax.md); at 1e-7 the largest difference seen was 1.7e-7."""
     pytest.importorskip("numba")
     c = patients("axicel (LBCL, closed loop)", 8)
     times = np.arange(0.0, 181.0)
     rounds_ = np.array([0, 7, 14, 21, 28, 90, 180.0])
-    ref = simulate_batch(c.params, c.y0, times, rounds_, **PRODUCTION_TOL)
-    Y, status, p_end = simulate_batch(c.params, c.y0, times, rounds_, backend="numba", **PRODUCTION_TOL)
+    tol = {"rtol": 1e-7, "atol": 1e-9}
+    ref = simulate_batch(c.params, c.y0, times, rounds_, **tol)
+    Y, status, p_end = simulate_batch(c.params, c.y0, times, rounds_, backend="numba", **tol)
     np.testing.assert_array_equal(status, ref[1])
     np.testing.assert_array_equal(p_end.values, ref[2].values)   # the same extinctions
     flags = [PARAM_INDEX[f] for f in ("alive_car", "alive_tumour_pos", "alive_tumour_neg", "alive_tumour_low")]
