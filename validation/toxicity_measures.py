@@ -4,8 +4,9 @@ calibration and validation scripts).
 Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
 ASTCT ICANS. Onset and duration are medians over patients with CRS. Tocilizumab response is the
-share of patients given tocilizumab during CRS whose CRS resolved as the FDA's analysis defined
-it (carcell.clinical.management, column ``tocilizumab_response``). A target with ``fitted: false``
+share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's scale: the
+population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis defined it
+(carcell.clinical.management, column ``tocilizumab_response``). A target with ``fitted: false``
 is reported beside the data but left out of the calibration objective.
 """
 
@@ -32,8 +33,9 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         "steroid_use": float((ok["steroid_days"] > 0).mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
-        # among patients given tocilizumab during CRS (NaN when none was): FDA response definition
-        "tocilizumab_response": float(ok["tocilizumab_response"].mean()),
+        # the FDA's analysis population: patients given tocilizumab for severe CRS (grade >= 3 on
+        # the trial's scale; NaN when there were none), its response definition
+        "tocilizumab_response": float(ok["tocilizumab_response"][crs >= 3].mean()),
     }
 
 
