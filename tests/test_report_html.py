@@ -247,6 +247,9 @@ def test_cohort_report_is_self_contained_and_shows_the_run(cohort_dir, tmp_path)
     assert page.row("Objective response rate")[1] == f"{pct(orr)} ({round(orr * n_ok)}/{n_ok})"
     crs = summ["toxicity"]["crs_any"]
     assert page.row("CRS, any grade (ASTCT)")[1] == f"{pct(crs)} ({round(crs * n_ok)}/{n_ok})"
+    # a share of the patients given tocilizumab, not of the cohort: no cohort count beside it
+    toci = summ["toxicity"]["tocilizumab_response"]
+    assert page.row("CRS resolved after tocilizumab (of those given it; FDA definition)")[1] == pct(toci)
     med, p5, p95 = (summ["tmax_days"][k] for k in ("median", "p5", "p95"))
     assert page.row("Tmax, days")[1] == f"{med:.1f} ({p5:.1f}\u2013{p95:.1f})"
     assert page.row("Antigen-negative relapses")[1] == str(summ["antigen_negative_relapses"])

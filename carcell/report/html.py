@@ -66,6 +66,7 @@ TOXICITY_LABELS = {
     "crs_any": "CRS, any grade (ASTCT)", "crs_grade3plus": "CRS, grade \u2265 3",
     "icans_any": "ICANS, any grade (ASTCT)", "icans_grade3plus": "ICANS, grade \u2265 3",
     "tocilizumab_use": "Tocilizumab given", "steroid_use": "Corticosteroids given",
+    "tocilizumab_response": "CRS resolved after tocilizumab (of those given it; FDA definition)",
     "icu_admission": "ICU admission",
 }
 CRITERIA_NAMES = {"lugano": "Lugano 2014", "imwg": "IMWG", "marrow_blasts": "bone-marrow blasts",
@@ -461,7 +462,9 @@ def _cohort_section(s: dict) -> str:
         ("IL-6 peak, pg/mL", "il6_peak_pg_per_ml", _num),
     )]
     tox = s.get("toxicity") or {}
-    tox_rows = [[_e(TOXICITY_LABELS[k]), _e(share(tox.get(k)))] for k in TOXICITY_LABELS]
+    # shares of the cohort, with counts; the tocilizumab response is a share of the treated only
+    tox_rows = [[_e(TOXICITY_LABELS[k]), _e(share(tox.get(k)) if k != "tocilizumab_response" or _missing(tox.get(k))
+                                            else _pct(tox[k]))] for k in TOXICITY_LABELS]
     tox_rows.insert(4, ["CRS onset, day: median (5\u201395%)", _e(_quantiles(tox.get("crs_onset_day"), _days))])
     tox_rows.insert(5, ["CRS duration, days: median (5\u201395%)",
                         _e(_quantiles(tox.get("crs_duration_days"), _days))])
