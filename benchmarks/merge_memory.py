@@ -3,6 +3,8 @@
     carcell run examples/tisacel_ball.yaml --out /tmp/m1e6 -n 1000000 \\
         --set trial.follow_up_days=2 --chunk-size 20000 --no-plots      # about 11 min on 2 cores
     python benchmarks/merge_memory.py /tmp/m1e6 -n 1000000 --days 2 --chunk-size 20000
+    python benchmarks/merge_memory.py runs/bench-1e6 -n 1000000 --days 365 --chunk-size 1000 \
+        --set trial.solver.backend=numba-serial      # a run left by scale_memory.py --out
 
 The merge's memory depends on the number of patients, not on the follow-up, so a short
 follow-up makes a 10^6-patient run cheap to produce. This re-runs
@@ -51,6 +53,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, required=True, help="patients, as the run was made")
     ap.add_argument("--days", type=float, required=True, help="follow-up days, as the run was made")
     ap.add_argument("--chunk-size", type=int, required=True, help="as the run was made")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                    help="further scenario settings the run was made with, e.g. trial.solver.backend=numba-serial "
+                         "(benchmarks/scale_memory.py --backend)")
     args = ap.parse_args()
 
     peak = Peak()
@@ -60,7 +65,7 @@ def main() -> None:
     from carcell.trial.run import plan_trial   # noqa: PLC0415
 
     sc = load_scenario(args.example, [f"population.n={args.n}", f"trial.follow_up_days={args.days}",
-                                      f"trial.solver.chunk_size={args.chunk_size}"])
+                                      f"trial.solver.chunk_size={args.chunk_size}", *args.sets])
     store = ChunkStore.open(args.run, sc)
     plan = plan_trial(sc)
     chunks = store.chunks(np.flatnonzero(plan.in_trial).astype(np.int64))

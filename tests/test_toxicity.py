@@ -100,6 +100,21 @@ def test_tocilizumab_response_follows_the_fda_definition():
     assert weak["tocilizumab_response"].mean() < p["tocilizumab_response"].mean() - 0.3
 
 
+def test_summary_of_a_table_without_the_response_column():
+    """Chunks written before ``tocilizumab_response`` existed (a run resumed with a newer carcell)
+    still summarise: the share is None, the rest is computed."""
+    import dataclasses
+
+    from carcell.io.outputs import summary
+
+    r = _run("toci")
+    old = dataclasses.replace(r, patients=r.patients.drop(columns="tocilizumab_response"))
+    tox, new_tox = summary(old)["toxicity"], summary(r)["toxicity"]
+    assert tox["tocilizumab_response"] is None and new_tox["tocilizumab_response"] == pytest.approx(
+        r.patients["tocilizumab_response"].dropna().mean())
+    assert tox["tocilizumab_use"] == new_tox["tocilizumab_use"] > 0
+
+
 def test_prophylactic_steroids_lower_severe_crs():
     """Dexamethasone on days 0-2 (ZUMA-1 cohort 6) lowers grade >= 3 CRS."""
     none, proph = _run("none").patients, _run("prophylaxis").patients

@@ -89,7 +89,9 @@ def _toxicity_summary(ok: pd.DataFrame) -> dict:
         "crs_onset_day": _q(ok["crs_onset_day"]), "crs_duration_days": _q(ok["crs_duration_days"]),
         "tocilizumab_use": _share(ok["tocilizumab_doses"] > 0), "steroid_use": _share(ok["steroid_days"] > 0),
         # of the patients given tocilizumab during CRS: resolved as the FDA's analysis defined it
-        "tocilizumab_response": _share(ok["tocilizumab_response"].dropna() == 1),
+        # (None for tables written before the column existed, e.g. chunks of a resumed run)
+        "tocilizumab_response": (_share(ok["tocilizumab_response"].dropna() == 1)
+                                 if "tocilizumab_response" in ok else None),
         "icu_admission": _share(ok["icu_days"] > 0),
     }
 
