@@ -139,7 +139,7 @@ def objective_terms(targets: dict, sims: list[dict]) -> list[tuple[str, str, flo
     out = []
     for (name, t), sim in zip(targets.items(), sims):
         for m, target in t.items():
-            if isinstance(target, dict) and m in sim and target.get("fitted", True):
+            if isinstance(target, dict) and m in sim:
                 out.append((name, m, sim[m], discrepancy(m, sim[m], target, int(t["infused"]))))
     return out
 

@@ -6,8 +6,7 @@ Rates are shares of patients whose solver finished. CRS is read on the trial's o
 ASTCT ICANS. Onset and duration are medians over patients with CRS. Tocilizumab response is the
 share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's scale: the
 population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis defined it
-(carcell.clinical.management, column ``tocilizumab_response``). A target with ``fitted: false``
-is reported beside the data but left out of the calibration objective.
+(carcell.clinical.management, column ``tocilizumab_response``).
 """
 
 from __future__ import annotations

@@ -69,6 +69,8 @@ TOXICITY_LABELS = {
     "tocilizumab_response": "CRS resolved after tocilizumab (of those given it; FDA definition)",
     "icu_admission": "ICU admission",
 }
+#: toxicity shares whose denominator is the treated patients, not the cohort
+OF_TREATED = {"tocilizumab_response"}
 CRITERIA_NAMES = {"lugano": "Lugano 2014", "imwg": "IMWG", "marrow_blasts": "bone-marrow blasts",
                   "recist": "RECIST 1.1", "rano": "RANO"}
 ARM_KINDS = {"car": "CAR", "soc": "SOC"}
@@ -438,6 +440,10 @@ def _cohort_section(s: dict) -> str:
         text = _pct(v)
         return f"{text} ({round(float(v) * n_ok)}/{n_ok})" if n_ok else text
 
+    def share_of_treated(v: object) -> str:
+        """A share of a subset of the cohort (OF_TREATED): no cohort count beside it."""
+        return NOT_AVAILABLE if _missing(v) else _pct(v)
+
     resp: list[list[str]] = [["Virtual patients", _e(NOT_AVAILABLE if n is None else n)]]
     if failures:
         resp.append(["Solver failures (excluded below)", _e(failures)])
@@ -462,9 +468,8 @@ def _cohort_section(s: dict) -> str:
         ("IL-6 peak, pg/mL", "il6_peak_pg_per_ml", _num),
     )]
     tox = s.get("toxicity") or {}
-    # shares of the cohort, with counts; the tocilizumab response is a share of the treated only
-    tox_rows = [[_e(TOXICITY_LABELS[k]), _e(share(tox.get(k)) if k != "tocilizumab_response" or _missing(tox.get(k))
-                                            else _pct(tox[k]))] for k in TOXICITY_LABELS]
+    tox_rows = [[_e(TOXICITY_LABELS[k]), _e(share_of_treated(tox.get(k)) if k in OF_TREATED else share(tox.get(k)))]
+                for k in TOXICITY_LABELS]
     tox_rows.insert(4, ["CRS onset, day: median (5\u201395%)", _e(_quantiles(tox.get("crs_onset_day"), _days))])
     tox_rows.insert(5, ["CRS duration, days: median (5\u201395%)",
                         _e(_quantiles(tox.get("crs_duration_days"), _days))])
