@@ -49,7 +49,7 @@ IS_LOG_A = np.array(IS_LOG)
 
 
 def errors(sbml_y: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Error per output time and state (see the module docstring), shape (T, 21)."""
+    """Error per output time and state (see the module docstring), shape (T, N_STATES)."""
     diff = np.abs(sbml_y - ref)
     return np.where(IS_LOG_A, diff, diff / np.maximum(np.abs(ref), FLOOR))
 

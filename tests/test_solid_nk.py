@@ -360,3 +360,28 @@ def test_ipsc_nk_cells_peak_on_the_first_days_as_ft596_did():
     copies = r.trajectories["car_copies_per_ug"].astype(float)
     assert np.median(r.times[np.argmax(copies, axis=1)]) <= 1.5
     assert np.median(at(r, "car_copies_per_ug", 28)) < 0.01 * np.median(copies.max(axis=1))
+
+
+def test_tumour_macrophages_activate_where_serum_signals_leave_the_systemic_ones_resting():
+    """CAR cells engaged inside a gastric tumour activate the tumour's own macrophages, which see
+    the tumour's IFN-gamma and DAMPs at its concentration, while the body's myeloid cells, which
+    see them diluted in serum, stay nearly resting; in a blood cancer there are none."""
+    r = cohort(days=60, n=40)
+    tam = r.trajectories["macrophage_site"].astype(float).max(axis=1)
+    systemic = r.trajectories["macrophage_activation"].astype(float).max(axis=1)
+    assert np.median(tam) > 0.3 > 0.1 > np.median(systemic)
+    haem = run_cohort(validate_raw({"indication": {"disease": "LBCL"}, "population": {"n": 8, "seed": 1},
+                                    "trial": {"follow_up_days": 30}}))
+    assert np.all(haem.trajectories["macrophage_site"] == 0)
+
+
+def test_tumour_macrophages_raise_serum_il6_and_crs_in_solid_tumours(knowledge_values):
+    """The same patients without IL-6 from the tumour's macrophages: lower serum IL-6 and less
+    CRS (CT041 had CRS in 95% of patients with few CAR cells in blood, docs/solid.md)."""
+    with_tam = cohort(days=60, n=40)
+    knowledge_values("tme.macrophages.il6_per_tumour_cells", 0.0)
+    without = cohort(days=60, n=40)
+    peak = lambda r: np.median(r.trajectories["il6"].astype(float).max(axis=1))  # noqa: E731
+    crs = lambda r: (r.patients["crs_max_grade"] >= 1).mean()  # noqa: E731
+    assert peak(with_tam) > 3 * peak(without)
+    assert crs(with_tam) > crs(without) + 0.2

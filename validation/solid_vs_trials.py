@@ -18,6 +18,19 @@ Fitted parameters (everything else is as the data files say):
 
 Objective: binomial deviance of ORR and disease control for their trial sizes. Method: Nelder-
 Mead on logit/log scales with common random numbers (the same virtual patients each time).
+
+Two more fitted parameters (``--fit-tam``), the toxicity side (docs/solid.md, "CRS from the
+tumour's macrophages"):
+
+- ``tme.macrophages.il6_per_tumour_cells``: the serum IL-6 that the tumour's own macrophages
+  add when all of them are activated, per 1e10 tumour cells;
+- ``tme.macrophages.ifng_exchange``: the rate at which IFN-gamma secreted in the tumour leaves
+  the macrophages' surroundings (it sets how strongly engaged CAR cells activate them).
+
+In CT041 almost every patient had CRS and none had grade 3 or more: many mild cases, which a
+tumour-sized source explains. Objective: binomial deviance of CRS any grade, CRS grade >= 3 and
+ICANS. Method: Nelder-Mead on their logs with common random numbers. ``--write`` puts the
+values into tme.yaml.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit
 
 sys.path.insert(0, str(Path(__file__).parent))
+from calibrate_toxicity import write_fit  # noqa: E402
 from toxicity_measures import binomial_deviance, interval  # noqa: E402
 
 from carcell.cohort import run_cohort  # noqa: E402
@@ -43,6 +57,8 @@ SEED = 20261130
 FOLLOW_UP_DAYS = 180      # best response within six months, as in the phase 1 report
 NEGATIVE = "antigens.CLDN18.2.indications.gastric.negative_cell_fraction"
 WEIGHT, GAIN = "tme.proliferation_weight", "tme.exhaustion_gain"
+TAM = ("tme.macrophages.il6_per_tumour_cells", "tme.macrophages.ifng_exchange")
+TOXICITY = ("crs_any", "crs_grade3plus", "icans_any")
 
 
 def set_values(weight: float, negative: float, gain_ratio: float) -> None:
@@ -106,13 +122,49 @@ def fit(n: int, evals: int) -> None:
     report(simulate(200))
 
 
+def fit_tam(n: int, evals: int, write: bool) -> None:
+    """Fit the tumour macrophages' IL-6 capacity and the IFN-gamma exchange of the tumour to
+    CT041's CRS and ICANS rates (Nelder-Mead on their logs, common random numbers)."""
+    t = load_yaml(ROOT / "validation" / "targets" / "solid_ct041.yaml")
+    k = load_knowledge(False)
+    x0 = np.log([float(k.value(p)) for p in TAM])
+
+    def objective(x: np.ndarray) -> float:
+        for path, v in zip(TAM, np.exp(x)):
+            k.node(path)["value"] = float(v)
+        sim = simulate(n, seed=SEED + 1)   # fit on other patients than the report
+        total = sum(binomial_deviance(sim[m], float(t[m]["value"]), int(t[m]["size"])) for m in TOXICITY)
+        print("  " + "  ".join(f"{p.rsplit('.', 1)[1]} {v:8.4g}" for p, v in zip(TAM, np.exp(x)))
+              + f": CRS any {sim['crs_any']:.2f}, >= 3 {sim['crs_grade3plus']:.2f}, ICANS {sim['icans_any']:.2f}"
+              f"  deviance {total:.2f}", flush=True)
+        return total
+
+    before = objective(x0)
+    simplex = np.array([x0, x0 + [np.log(10.0), 0.0], x0 + [0.0, np.log(10.0)]])
+    res = minimize(objective, x0, method="Nelder-Mead",
+                   options={"maxfev": evals, "xatol": 0.05, "fatol": 0.2, "initial_simplex": simplex})
+    values = dict(zip(TAM, (float(v) for v in np.exp(res.x))))
+    for path, v in values.items():
+        k.node(path)["value"] = v
+    summary = (f"{res.nfev + 1} evaluations, objective {before:.3g} -> {res.fun:.3g}, Nelder-Mead on the logs "
+               f"of both, {n} virtual patients, common random numbers")
+    print(f"\n{summary}\n" + "\n".join(f"  {p}: {v:.4g}" for p, v in values.items()) + "\n")
+    if write:
+        write_fit(values, summary)
+    report(simulate(200))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--evals", type=int, default=30)
+    ap.add_argument("--fit-tam", action="store_true", help="fit the tumour macrophages' IL-6 to CT041's CRS")
+    ap.add_argument("--write", action="store_true", help="with --fit-tam: write the value into tme.yaml")
     args = ap.parse_args()
-    if args.fit:
+    if args.fit_tam:
+        fit_tam(args.n, args.evals, args.write)
+    elif args.fit:
         fit(args.n, args.evals)
     else:
         print(f"{args.n} virtual patients (seed {SEED}), satri-cel 2.5e8 CAR T cells, follow-up {FOLLOW_UP_DAYS} days\n")

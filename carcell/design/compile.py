@@ -395,6 +395,9 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
         ledger.rule("site_egress", 0.0, "1/day", "no tumour site")
         ledger.rule("traffic_per_tumour_cell", 0.0, "1/(cells*day)", "no tumour site")
         ledger.rule("site_volume_per_tumour_cell", 0.0, "1/cells", "no tumour site")
+        ledger.rule("tam_il6", 0.0, "pg/mL", "no tumour site: the myeloid cells near the CAR cells are the "
+                    "systemic ones (physiology.il6.max_from_myeloid)")
+        ledger.rule("tam_ifng_exchange", 1.0, "1/day", "no tumour site (unused)")
         ledger.rule("first_pass_return", 0.0, "1/day", "blood cancer: the calibrated blood kinetics already "
                     "include the first pass through lung and liver (tme.first_pass.fraction)")
         for name in _TME_EFFECTS:
@@ -406,6 +409,8 @@ def _solid_site(ledger: Ledger, k: Knowledge, sc: Scenario, c: Construct) -> Sol
                 "the CAR cells must reach its site")
     ledger.base("site_egress", f"{ip}.site.egress")
     ledger.base("first_pass_return", "tme.first_pass.return_rate")
+    ledger.base("tam_il6", "tme.macrophages.il6_per_tumour_cells")
+    ledger.base("tam_ifng_exchange", "tme.macrophages.ifng_exchange")
     ledger.rule("traffic_per_tumour_cell", 0.0, "1/(cells*day)",
                 f"per patient: {ip}.site.trafficking / ({ip}.tumour.cells_per_ml x weight), delivery in "
                 "proportion to the tumour's share of body mass")

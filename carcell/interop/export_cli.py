@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from carcell.errors import ScenarioError
+from carcell.model.states import N_STATES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Export carcell's model of one virtual patient (SBML L3V2, Antimony) or a calibration "
@@ -74,7 +75,7 @@ def sbml(
     warnings = [m for m in findings if m[0] == "warning"]
     _console.print(f"{sc.name}, patient {pm.patient}: SBML L3V2 written to {out}"
                    + (f", Antimony to {antimony}" if antimony is not None else ""), highlight=False)
-    _console.print(f"21 states (rate rules; cell populations as ln of counts), {len(pm.values)} parameters, "
+    _console.print(f"{N_STATES} states (rate rules; cell populations as ln of counts), {len(pm.values)} parameters, "
                    f"{len(pm.infusions)} later infusion(s) as events; libsbml: 0 errors, "
                    f"{len(warnings)} warning(s)", highlight=False)
     for _, category, message in warnings[:5]:

@@ -90,12 +90,12 @@ PARAMETER_UNITS: dict[str, str] = {
                      "macrophage_on", "macrophage_off", "il6_clearance", "endothelial_on", "endothelial_off",
                      "endothelial_injury_half", "toci_elimination", "steroid_elimination",
                      "dasatinib_elimination", "anakinra_elimination", "site_egress", "first_pass_return",
-                     "rejection_rate", "k_rest"), _RATE),
+                     "rejection_rate", "k_rest", "tam_ifng_exchange"), _RATE),
     **{f"normal_turnover_{j}": _RATE for j in (1, 2, 3)},
     **dict.fromkeys(("antigen_half_stimulation", "effector_half_kill", "tumour_capacity", "host_baseline"), "cells"),
     **{f"normal_baseline_{j}": "cells" for j in (1, 2, 3)},
     **dict.fromkeys(("il15_half_saturation", "il15_autocrine", "il15_baseline", "ifng_half_activation",
-                     "il6_baseline", "il6_max", "endothelial_half", "fever_il6_half", "leak_il6_half"), "pg/mL"),
+                     "il6_baseline", "il6_max", "tam_il6", "endothelial_half", "fever_il6_half", "leak_il6_half"), "pg/mL"),
     **dict.fromkeys(("il15_secretion", "ifng_secretion"), "pg/mL/day"),
     "damp_half_activation": "cells/day",
     "toci_kd": "ug/mL", "steroid_ed50": "mg", "anakinra_ed50": "mg", "dasatinib_ic50": "nM",
@@ -198,11 +198,22 @@ ASSIGNMENTS: list[tuple[str, str, str, str]] = [
     ("il15_secreted", "il15_secretion * car_cells / 1e10 cell", "pg_per_mL_per_day", "IL-15 from secreting armour"),
     ("dampen", "1 - steroid_cytokine_emax * steroid_effect", "dimensionless", "steroid damping of cytokine production"),
     ("engaged_cells", "te * stimulus + site * site_stimulus", "cell", "antigen-engaged effectors"),
-    ("killed", "kill_tumour * tp + kill_low * tl + kill_negative * tn + "
-     + _sum3("kill_normal_{j} * normal_{j}"), "cell_per_day", "cells killed per day (DAMPs)"),
+    ("killed_tumour", "kill_tumour * tp + kill_low * tl + kill_negative * tn", "cell_per_day",
+     "tumour cells killed per day"),
+    ("killed", "killed_tumour + " + _sum3("kill_normal_{j} * normal_{j}"), "cell_per_day",
+     "cells killed per day (DAMPs)"),
     ("ifng_pos", "max(ifng, 0 pg_per_mL)", "pg_per_mL", "serum IFN-gamma, clipped at 0"),
     ("myeloid_drive", _h("ifng_pos", "ifng_half_activation", "myeloid_hill") + " + damp_weight * "
      + _h("killed", "damp_half_activation", "myeloid_hill"), "dimensionless", "myeloid activation drive, D"),
+    ("concentrate", "solid / (local + 1 - solid)", "dimensionless",
+     "systemic volume / tumour volume in a solid tumour (0 in haematological disease)"),
+    ("ifng_site", "ifng_pos + concentrate * ifng_secretion * dampen * site * site_stimulus / 1e10 cell"
+     " / tam_ifng_exchange", "pg_per_mL", "IFN-gamma the tumour's macrophages see"),
+    ("myeloid_drive_site", _h("ifng_site", "ifng_half_activation", "myeloid_hill") + " + damp_weight * "
+     + _h("concentrate * killed_tumour", "damp_half_activation", "myeloid_hill"), "dimensionless",
+     "activation drive of tumour-associated macrophages"),
+    ("il6_from_tam", "solid * tam_il6 * macrophage_site * tumour_all / 1e10 cell", "pg_per_mL",
+     "serum IL-6 from tumour-associated macrophages at steady state"),
     ("il1_block", "anakinra_emax * max(anakinra, 0 mg) / (max(anakinra, 0 mg) + anakinra_ed50)", "dimensionless",
      "share of IL-1 amplification blocked by anakinra"),
     ("il1", "1 - il1_block", "dimensionless", "IL-1 amplification left"),
@@ -247,7 +258,10 @@ RATES: dict[str, str] = {
     "ifng": "ifng_secretion * dampen * engaged_cells / 1e10 cell - ifng_clearance * ifng",
     "macrophage_activation": "macrophage_on * myeloid_drive * il1 * (1 - macrophage_activation)"
                              " - macrophage_off * macrophage_activation",
-    "il6": "il6_clearance * (il6_baseline + il6_max * dampen * macrophage_activation) - il6_removal * il6",
+    "macrophage_site": "solid * (macrophage_on * myeloid_drive_site * il1 * (1 - macrophage_site)"
+                       " - macrophage_off * macrophage_site)",
+    "il6": "il6_clearance * (il6_baseline + il6_max * dampen * macrophage_activation + il6_from_tam * dampen)"
+           " - il6_removal * il6",
     "endothelial_activation": "endothelial_on * endothelial_drive * (1 - endothelial_activation)"
                               " - endothelial_off * endothelial_activation",
     "tocilizumab": "-toci_elimination * tocilizumab",

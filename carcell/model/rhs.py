@@ -22,7 +22,7 @@ _NB = slice(INDEX[NORMAL_STATES[0]], INDEX[NORMAL_STATES[-1]] + 1)
 assert _NB.stop - _NB.start == len(NORMAL_STATES)
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
 _ENDO, _TOCI, _STER = INDEX["endothelial_activation"], INDEX["tocilizumab"], INDEX["corticosteroid"]
-_DASA, _ANAK = INDEX["dasatinib"], INDEX["anakinra"]
+_DASA, _ANAK, _MACS = INDEX["dasatinib"], INDEX["anakinra"], INDEX["macrophage_site"]
 
 
 def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
@@ -122,7 +122,7 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # antigen-independent growth without bound.
     autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "site": site, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
+        "te": te, "site": site, "local": local, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
         "antigen": haem * tumour_act + normal_act,
         "stimulus": stimulus, "site_stimulus": site_stimulus, "block": block,
         "kill_tumour": kill_tumour + antigen_free, "kill_low": kill_low + antigen_free,
@@ -222,8 +222,8 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     dy[:, _IFNG] = p.ifng_secretion * dampen * engaged_cells / 1e10 - p.ifng_clearance * y[:, _IFNG]
 
     # Myeloid activation by IFN-gamma and by DAMPs from killed cells (Santurio 2025 structure).
-    killed = (d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
-              + (d["kill_normal"] * d["normal"]).sum(axis=1))
+    killed_tumour = d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
+    killed = killed_tumour + (d["kill_normal"] * d["normal"]).sum(axis=1)
     ifng = np.maximum(y[:, _IFNG], 0.0)
     n = p.myeloid_hill
     drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(
@@ -234,12 +234,26 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     il1 = 1.0 - il1_block(y, p)
     m = y[:, _MAC]
     dy[:, _MAC] = p.macrophage_on * drive * il1 * (1.0 - m) - p.macrophage_off * m
+    # Tumour-associated macrophages (solid tumours) are activated the same way, but by the
+    # signals of the CAR cells inside the tumour at the tumour's own concentration: what those
+    # cells secrete and the DAMPs of the cells killed there, concentrated by systemic volume /
+    # tumour volume (IFN-gamma leaves the tumour at its serum clearance rate, an assumption),
+    # on top of serum IFN-gamma. Their IL-6 reaches serum in proportion to their number, taken
+    # as proportional to the tumour's cells (CRS IL-6 comes from the recipient's macrophages,
+    # not the CAR cells: Giavridis 2018).
+    concentrate = p.solid / (d["local"] + 1.0 - p.solid)
+    ifng_site = ifng + concentrate * p.ifng_secretion * dampen * d["site"] * ss / 1e10 / p.tam_ifng_exchange
+    drive_site = _hill(ifng_site, p.ifng_half_activation, n) + p.damp_weight * _hill(
+        concentrate * killed_tumour, p.damp_half_activation, n)
+    ms = y[:, _MACS]
+    dy[:, _MACS] = p.solid * (p.macrophage_on * drive_site * il1 * (1.0 - ms) - p.macrophage_off * ms)
 
     # IL-6: production at baseline plus an activation-proportional part (dampened by steroids);
     # part of its clearance goes through the IL-6 receptor, so tocilizumab raises serum IL-6.
     occupancy = il6_receptor_occupancy(y, p)
     clearance = p.il6_clearance * (1.0 - p.il6_receptor_clearance * occupancy)
-    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m) - clearance * y[:, _IL6]
+    tam = p.solid * p.tam_il6 * ms * tumour_all / 1e10
+    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m + tam * dampen) - clearance * y[:, _IL6]
 
     # Endothelial activation follows serum IL-6 (with IFN-gamma and angiopoietin-2 a marker and
     # driver of the endothelial injury behind ICANS, Gust 2017). Serum IL-6, not its signalling:
@@ -262,4 +276,4 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     return dy
 
 
-assert N_STATES == 21
+assert N_STATES == 22

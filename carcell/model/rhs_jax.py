@@ -131,7 +131,7 @@ def _derived(y: jax.Array, p: _Row) -> dict[str, jax.Array]:
     il15 = jnp.maximum(_state(y, "il15"), 0.0)
     autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "site": site, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
+        "te": te, "site": site, "local": local, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
         "stimulus": stimulus, "site_stimulus": site_stimulus, "block": block,
         "kill_tumour": kill_tumour + antigen_free, "kill_low": kill_low + antigen_free,
         "kill_negative": antigen_free, "kill_normal": kill_normal,
@@ -230,19 +230,28 @@ def rhs_one(y: jax.Array, values: jax.Array) -> jax.Array:
     dy["ifng"] = p.ifng_secretion * dampen * engaged_cells / 1e10 - p.ifng_clearance * _state(y, "ifng")
 
     # Myeloid activation
-    killed = (d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
-              + jnp.sum(d["kill_normal"] * d["normal"]))
+    killed_tumour = d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
+    killed = killed_tumour + jnp.sum(d["kill_normal"] * d["normal"])
     ifng = jnp.maximum(_state(y, "ifng"), 0.0)
     n = p.myeloid_hill
     drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(killed, p.damp_half_activation, n)
     il1 = 1.0 - _il1_block(y, p)
     m = _state(y, "macrophage_activation")
     dy["macrophage_activation"] = p.macrophage_on * drive * il1 * (1.0 - m) - p.macrophage_off * m
+    # Tumour-associated macrophages: the tumour's signals at the tumour's concentration
+    concentrate = p.solid / (d["local"] + 1.0 - p.solid)
+    ifng_site = ifng + concentrate * p.ifng_secretion * dampen * d["site"] * ss / 1e10 / p.tam_ifng_exchange
+    drive_site = _hill(ifng_site, p.ifng_half_activation, n) + p.damp_weight * _hill(
+        concentrate * killed_tumour, p.damp_half_activation, n)
+    ms = _state(y, "macrophage_site")
+    dy["macrophage_site"] = p.solid * (p.macrophage_on * drive_site * il1 * (1.0 - ms) - p.macrophage_off * ms)
 
     # IL-6
     occupancy = _il6_receptor_occupancy(y, p)
     clearance = p.il6_clearance * (1.0 - p.il6_receptor_clearance * occupancy)
-    dy["il6"] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m) - clearance * _state(y, "il6")
+    tam = p.solid * p.tam_il6 * ms * d["tumour_all"] / 1e10
+    dy["il6"] = (p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m + tam * dampen)
+                 - clearance * _state(y, "il6"))
 
     # Endothelial activation
     e = _state(y, "endothelial_activation")

@@ -34,7 +34,7 @@ _jit = numba.njit(cache=False, fastmath=False, error_model="numpy")
 
 #: what rhs.derived returns, for one patient; the normal-tissue entries are 3-tuples (slots)
 Derived = namedtuple("Derived", (
-    "te", "site", "tp", "tl", "tn", "tumour_all", "normal", "stimulus", "site_stimulus", "block",
+    "te", "site", "local", "tp", "tl", "tn", "tumour_all", "normal", "stimulus", "site_stimulus", "block",
     "kill_tumour", "kill_low", "kill_negative", "kill_normal", "il15_drive", "car_survival",
 ))
 
@@ -136,7 +136,7 @@ def derived(y, p) -> Derived:
     il15 = np.maximum(y[S.il15], 0.0)
     autocrine = p[K.il15_autocrine] / (p[K.il15_autocrine] + p[K.il15_half_saturation])
     return Derived(
-        te, site, tp, tl, tn, tumour_all, normal, stimulus, site_stimulus, block,
+        te, site, local, tp, tl, tn, tumour_all, normal, stimulus, site_stimulus, block,
         kill_tumour + antigen_free, kill_low + antigen_free, antigen_free, kill_normal,
         il15 / (il15 + p[K.il15_half_saturation]), 1.0 - autocrine,
     )
@@ -231,24 +231,34 @@ def _ifng(y, p, d: Derived, dampen: float, dy) -> None:
 
 
 @_jit
-def _myeloid(y, p, d: Derived, il1: float, dy) -> None:
-    """Myeloid activation by IFN-gamma and by DAMPs from killed cells, amplified through IL-1."""
-    killed = (d.kill_tumour * d.tp + d.kill_low * d.tl + d.kill_negative * d.tn
-              + _sum3(d.kill_normal, d.normal))
+def _myeloid(y, p, d: Derived, dampen: float, il1: float, dy) -> None:
+    """Myeloid activation by IFN-gamma and by DAMPs from killed cells, amplified through IL-1;
+    the tumour's own macrophages see the tumour's signals at the tumour's concentration."""
+    killed_tumour = d.kill_tumour * d.tp + d.kill_low * d.tl + d.kill_negative * d.tn
+    killed = killed_tumour + _sum3(d.kill_normal, d.normal)
     ifng = np.maximum(y[S.ifng], 0.0)
     n = p[K.myeloid_hill]
     drive = _hill(ifng, p[K.ifng_half_activation], n) + p[K.damp_weight] * _hill(
         killed, p[K.damp_half_activation], n)
     m = y[S.macrophage_activation]
     dy[S.macrophage_activation] = p[K.macrophage_on] * drive * il1 * (1.0 - m) - p[K.macrophage_off] * m
+    solid = p[K.solid]
+    concentrate = solid / (d.local + 1.0 - solid)
+    ifng_site = ifng + concentrate * p[K.ifng_secretion] * dampen * d.site * d.site_stimulus / 1e10 / p[
+        K.tam_ifng_exchange]
+    drive_site = _hill(ifng_site, p[K.ifng_half_activation], n) + p[K.damp_weight] * _hill(
+        concentrate * killed_tumour, p[K.damp_half_activation], n)
+    ms = y[S.macrophage_site]
+    dy[S.macrophage_site] = solid * (p[K.macrophage_on] * drive_site * il1 * (1.0 - ms) - p[K.macrophage_off] * ms)
 
 
 @_jit
-def _il6(y, p, dampen: float, dy) -> None:
+def _il6(y, p, d: Derived, dampen: float, dy) -> None:
     occupancy = il6_receptor_occupancy(y, p)
     clearance = p[K.il6_clearance] * (1.0 - p[K.il6_receptor_clearance] * occupancy)
     m = y[S.macrophage_activation]
-    dy[S.il6] = (p[K.il6_clearance] * (p[K.il6_baseline] + p[K.il6_max] * dampen * m)
+    tam = p[K.solid] * p[K.tam_il6] * y[S.macrophage_site] * d.tumour_all / 1e10
+    dy[S.il6] = (p[K.il6_clearance] * (p[K.il6_baseline] + p[K.il6_max] * dampen * m + tam * dampen)
                  - clearance * y[S.il6])
 
 
@@ -284,8 +294,8 @@ def rhs_one(y, p, dy) -> None:
     _host_lymphocytes(y, p, d, dy)
     _il15(y, p, d, dy)
     _ifng(y, p, d, dampen, dy)
-    _myeloid(y, p, d, il1, dy)
-    _il6(y, p, dampen, dy)
+    _myeloid(y, p, d, dampen, il1, dy)
+    _il6(y, p, d, dampen, dy)
     _endothelium(y, p, d, dampen, il1, dy)
     _drugs(y, p, dy)
 

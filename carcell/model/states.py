@@ -35,6 +35,7 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("tumour_low", "cells", True, "antigen-low tumour cells (solid tumours with heterogeneous antigen)"),
     ("car_lung_liver", "cells", True, "CAR effectors held in lung and liver after an infusion into blood "
      "(first pass; solid tumours)"),
+    ("macrophage_site", "1", False, "fraction of tumour-associated macrophages activated (0-1; solid tumours)"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
@@ -91,6 +92,10 @@ PARAMETER_NAMES: tuple[str, ...] = (
     "solid", "traffic_per_tumour_cell", "site_egress", "tme_kill", "tme_proliferation", "tme_exhaustion",
     # return to blood of the effectors held in lung and liver after the infusion (1/day)
     "first_pass_return",
+    # IL-6 the tumour's own macrophages add to serum when all are activated, per 1e10 tumour
+    # cells (pg/mL); they see the tumour's signals at the tumour's concentration, IFN-gamma
+    # leaving the tumour at tam_ifng_exchange (1/day)
+    "tam_il6", "tam_ifng_exchange",
     # inside a tumour, CAR and tumour cells share the tumour's volume: the systemic half-
     # stimulation and TK50 (whole-body counts) shrink by tumour volume / systemic volume, i.e.
     # scale with the tumour's cells (this per-tumour-cell factor, 1/cell)

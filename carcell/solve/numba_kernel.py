@@ -6,7 +6,7 @@ does and runs the same algorithm: the same tableau (imported from dopri5.py), er
 step, step-factor clipping, rejection rule, landing on the interval's end, step budget and
 status codes. The NumPy version advances every patient together and drops those that finish;
 here a compiled loop takes the patients one by one and runs each to the end of the interval,
-which spends no time on array bookkeeping and keeps a patient's 21 states in cache.
+which spends no time on array bookkeeping and keeps a patient's 22 states in cache.
 
 Patients are independent (no step, norm or decision looks at another patient), so the results
 do not depend on the order in which they are taken, nor on how many threads take them. Threads
@@ -64,10 +64,10 @@ _BLOCKS_PER_THREAD = 4
 
 @_jit
 def _mean_square(x) -> float:
-    """mean(x**2) over the 21 states in NumPy's order (pairwise sum with 8 accumulators).
+    """mean(x**2) over the states in NumPy's order (pairwise sum with 8 accumulators).
 
-    ``np.mean(v**2, axis=1)`` over a row of 21 sums the squares into 8 partial sums, combines
-    them pairwise and adds the remaining 5 one by one; doing the same here keeps the error norm,
+    ``np.mean(v**2, axis=1)`` over a row of 22 sums the squares into 8 partial sums, combines
+    them pairwise and adds the remaining 6 one by one; doing the same here keeps the error norm,
     and with it every accept/reject decision, identical to the NumPy backend's.
     """
     n = x.size
