@@ -122,7 +122,8 @@ def derived(y: np.ndarray, p: Params) -> dict[str, np.ndarray]:
     # antigen-independent growth without bound.
     autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "site": site, "local": local, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
+        "te": te, "site": site, "local": local, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all,
+        "normal": normal,
         "antigen": haem * tumour_act + normal_act,
         "stimulus": stimulus, "site_stimulus": site_stimulus, "block": block,
         "kill_tumour": kill_tumour + antigen_free, "kill_low": kill_low + antigen_free,
@@ -237,8 +238,8 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # Tumour-associated macrophages (solid tumours) are activated the same way, but by the
     # signals of the CAR cells inside the tumour at the tumour's own concentration: what those
     # cells secrete and the DAMPs of the cells killed there, concentrated by systemic volume /
-    # tumour volume (IFN-gamma leaves the tumour at its serum clearance rate, an assumption),
-    # on top of serum IFN-gamma. Their IL-6 reaches serum in proportion to their number, taken
+    # tumour volume (IFN-gamma leaving the macrophages' surroundings at tam_ifng_exchange,
+    # fitted), on top of serum IFN-gamma. Their IL-6 reaches serum in proportion to their number, taken
     # as proportional to the tumour's cells (CRS IL-6 comes from the recipient's macrophages,
     # not the CAR cells: Giavridis 2018).
     concentrate = p.solid / (d["local"] + 1.0 - p.solid)

@@ -131,7 +131,8 @@ def _derived(y: jax.Array, p: _Row) -> dict[str, jax.Array]:
     il15 = jnp.maximum(_state(y, "il15"), 0.0)
     autocrine = p.il15_autocrine / (p.il15_autocrine + p.il15_half_saturation)
     return {
-        "te": te, "site": site, "local": local, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all, "normal": normal,
+        "te": te, "site": site, "local": local, "tp": tp, "tl": tl, "tn": tn, "tumour_all": tumour_all,
+        "normal": normal,
         "stimulus": stimulus, "site_stimulus": site_stimulus, "block": block,
         "kill_tumour": kill_tumour + antigen_free, "kill_low": kill_low + antigen_free,
         "kill_negative": antigen_free, "kill_normal": kill_normal,
