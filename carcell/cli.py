@@ -282,7 +282,8 @@ def timeline(
     patient: Annotated[int, typer.Option("--patient", "-p", help="patient id")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default RUN_DIR/timeline_<id>.png)")] = None,
 ) -> None:
-    """Plot one simulated patient's course: cytokines, CAR cells, CRS/ICANS grades and drugs."""
+    """Plot one simulated patient's course: cytokines, CAR cells, CRS/ICANS grades with the myeloid
+    activation behind them, and drugs."""
     import pandas as pd
     import xarray as xr
 
@@ -297,8 +298,8 @@ def timeline(
         if patient not in ids:
             raise CarcellError(f"--patient {patient}: not in this run (patient ids {ids.min()}-{ids.max()})")
         sel = ds.sel(patient=patient)
-        traj = {q: sel[q].to_numpy() for q in ("il6", "ifng", "car_cells_per_ul", "anc_per_ul", "platelets_e9_per_l")
-                if q in ds}
+        traj = {q: sel[q].to_numpy() for q in ("il6", "ifng", "car_cells_per_ul", "anc_per_ul", "platelets_e9_per_l",
+                                               "macrophage_activation", "macrophage_site") if q in ds}
         times = ds["time"].to_numpy()
         title = ds.attrs.get("title", "carcell").removeprefix("carcell trajectories: ")
     path = out or run_dir / f"timeline_{patient}.png"

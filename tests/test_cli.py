@@ -295,3 +295,19 @@ def test_trial_example_end_to_end(example, tmp_path):
     assert sum(a["n_randomised"] for a in trial["arms"].values()) == randomised
     for arm in trial["arms"].values():
         assert {"orr", "cr", "pfs", "os"} <= set(arm)
+
+
+def test_timeline_plots_one_patient_and_names_a_missing_one(tmp_path):
+    """`carcell timeline`: a PNG for a patient of the run (the satri-cel example, whose tumour
+    has its own macrophages, so every panel has data); a patient id not in the run is refused
+    with the ids it has."""
+    out = tmp_path / "out"
+    r = carcell_in_process("run", ROOT / "examples" / "satricel_gastric.yaml", "--out", out,
+                           "-n", "4", "--set", "trial.follow_up_days=30")
+    assert r.returncode == 0, r.stderr
+    r = carcell_in_process("timeline", out, "-p", "2")
+    assert r.returncode == 0, r.stderr
+    assert (out / "timeline_2.png").read_bytes()[:8] == PNG_MAGIC
+    r = carcell("timeline", out, "-p", "9")   # the real command: its error handling included
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--patient 9" in r.stdout + r.stderr and "0-3" in r.stdout + r.stderr

@@ -153,7 +153,20 @@ def plot_patient_timeline(times, traj: dict, events, patient_id: int, title: str
         ax.step(days, grades, where="post", color=color, lw=2, label=f"{tox.upper()} grade (ASTCT)")
     ax.set_ylim(-0.2, 5.2)
     ax.set_ylabel("grade")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    # where the IL-6 comes from: the body's myeloid cells and, in a tumour that has them, its own
+    # macrophages (docs/solid.md)
+    sources = [(q, label, color) for q, label, color in (
+        ("macrophage_activation", "myeloid cells activated (body)", "#8c510a"),
+        ("macrophage_site", "tumour macrophages activated", "#01665e"))
+        if q in traj and np.nanmax(traj[q][keep], initial=0.0) > 0]
+    if sources:
+        ax2 = ax.twinx()
+        for q, label, color in sources:
+            ax2.plot(t, traj[q][keep], color=color, ls="--", lw=1.2, label=label)
+        ax2.set_ylim(-0.04, 1.04)
+        ax2.set_ylabel("share activated")
+        ax2.legend(fontsize=8, loc="upper right")
     ax = axes[2]
     drugs = ev[ev["event"] == "drug"]
     names = sorted({d.split(" (")[0] for d in drugs["detail"]})
