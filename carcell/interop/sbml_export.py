@@ -134,6 +134,12 @@ def _h(x: str, half: str, n: str) -> str:
     return f"(({x}) / ({half}))^({n}) / (1 + (({x}) / ({half}))^({n}))"
 
 
+def _myeloid_drive(ifng: str, killed: str) -> str:
+    """rhs._myeloid_drive: Hill(IFN-gamma) + DAMP weight x Hill(cells killed per day)."""
+    return (_h(ifng, "ifng_half_activation", "myeloid_hill") + " + damp_weight * "
+            + _h(killed, "damp_half_activation", "myeloid_hill"))
+
+
 def _sum3(fmt: str) -> str:
     return "(" + " + ".join(fmt.format(j=j) for j in (1, 2, 3)) + ")"
 
@@ -204,14 +210,12 @@ ASSIGNMENTS: list[tuple[str, str, str, str]] = [
     ("killed", "killed_tumour + " + _sum3("kill_normal_{j} * normal_{j}"), "cell_per_day",
      "cells killed per day (DAMPs)"),
     ("ifng_pos", "max(ifng, 0 pg_per_mL)", "pg_per_mL", "serum IFN-gamma, clipped at 0"),
-    ("myeloid_drive", _h("ifng_pos", "ifng_half_activation", "myeloid_hill") + " + damp_weight * "
-     + _h("killed", "damp_half_activation", "myeloid_hill"), "dimensionless", "myeloid activation drive, D"),
+    ("myeloid_drive", _myeloid_drive("ifng_pos", "killed"), "dimensionless", "myeloid activation drive, D"),
     ("concentrate", "solid / (local + 1 - solid)", "dimensionless",
      "systemic volume / tumour volume in a solid tumour (0 in haematological disease)"),
     ("ifng_site", "ifng_pos + concentrate * ifng_secretion * dampen * site * site_stimulus / 1e10 cell"
      " / tam_ifng_exchange", "pg_per_mL", "IFN-gamma the tumour's macrophages see"),
-    ("myeloid_drive_site", _h("ifng_site", "ifng_half_activation", "myeloid_hill") + " + damp_weight * "
-     + _h("concentrate * killed_tumour", "damp_half_activation", "myeloid_hill"), "dimensionless",
+    ("myeloid_drive_site", _myeloid_drive("ifng_site", "concentrate * killed_tumour"), "dimensionless",
      "activation drive of tumour-associated macrophages"),
     ("il6_from_tam", "solid * tam_il6 * macrophage_site * tumour_all / 1e10 cell", "pg_per_mL",
      "serum IL-6 from tumour-associated macrophages at steady state"),

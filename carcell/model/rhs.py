@@ -35,6 +35,13 @@ def _hill(x: np.ndarray, half: np.ndarray, n: np.ndarray) -> np.ndarray:
     return r / (1.0 + r)
 
 
+def _myeloid_drive(ifng: np.ndarray, killed: np.ndarray, p: Params) -> np.ndarray:
+    """Myeloid activation drive D from the IFN-gamma a myeloid cell sees (pg/mL) and the cells
+    killed around it (per day): Hill(IFN-gamma) + DAMP weight x Hill(killed)."""
+    n = p.myeloid_hill
+    return _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(killed, p.damp_half_activation, n)
+
+
 def il15_drive_at_baseline(p: Params) -> np.ndarray:
     return p.il15_baseline / (p.il15_baseline + p.il15_half_saturation)
 
@@ -226,9 +233,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     killed_tumour = d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
     killed = killed_tumour + (d["kill_normal"] * d["normal"]).sum(axis=1)
     ifng = np.maximum(y[:, _IFNG], 0.0)
-    n = p.myeloid_hill
-    drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(
-        killed, p.damp_half_activation, n)
+    drive = _myeloid_drive(ifng, killed, p)
     # Activated monocytes amplify their own activation through IL-1 (Giavridis 2018, Norelli
     # 2018); anakinra blocks the IL-1 receptor and slows activation of myeloid cells and the
     # endothelium, but leaves IFN-gamma and the CAR cells alone.
@@ -244,8 +249,7 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     # not the CAR cells: Giavridis 2018).
     concentrate = p.solid / (d["local"] + 1.0 - p.solid)
     ifng_site = ifng + concentrate * p.ifng_secretion * dampen * d["site"] * ss / 1e10 / p.tam_ifng_exchange
-    drive_site = _hill(ifng_site, p.ifng_half_activation, n) + p.damp_weight * _hill(
-        concentrate * killed_tumour, p.damp_half_activation, n)
+    drive_site = _myeloid_drive(ifng_site, concentrate * killed_tumour, p)
     ms = y[:, _MACS]
     dy[:, _MACS] = p.solid * (p.macrophage_on * drive_site * il1 * (1.0 - ms) - p.macrophage_off * ms)
 

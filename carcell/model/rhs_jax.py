@@ -73,6 +73,12 @@ def _il15_drive_at_baseline(p: _Row) -> jax.Array:
     return p.il15_baseline / (p.il15_baseline + p.il15_half_saturation)
 
 
+def _myeloid_drive(ifng: jax.Array, killed: jax.Array, p: _Row) -> jax.Array:
+    """rhs._myeloid_drive for one patient."""
+    n = p.myeloid_hill
+    return _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(killed, p.damp_half_activation, n)
+
+
 def _il6_receptor_occupancy(y: jax.Array, p: _Row) -> jax.Array:
     c = jnp.maximum(_state(y, "tocilizumab"), 0.0)
     return c / (c + p.toci_kd)
@@ -234,16 +240,14 @@ def rhs_one(y: jax.Array, values: jax.Array) -> jax.Array:
     killed_tumour = d["kill_tumour"] * d["tp"] + d["kill_low"] * d["tl"] + d["kill_negative"] * d["tn"]
     killed = killed_tumour + jnp.sum(d["kill_normal"] * d["normal"])
     ifng = jnp.maximum(_state(y, "ifng"), 0.0)
-    n = p.myeloid_hill
-    drive = _hill(ifng, p.ifng_half_activation, n) + p.damp_weight * _hill(killed, p.damp_half_activation, n)
+    drive = _myeloid_drive(ifng, killed, p)
     il1 = 1.0 - _il1_block(y, p)
     m = _state(y, "macrophage_activation")
     dy["macrophage_activation"] = p.macrophage_on * drive * il1 * (1.0 - m) - p.macrophage_off * m
     # Tumour-associated macrophages: the tumour's signals at the tumour's concentration
     concentrate = p.solid / (d["local"] + 1.0 - p.solid)
     ifng_site = ifng + concentrate * p.ifng_secretion * dampen * d["site"] * ss / 1e10 / p.tam_ifng_exchange
-    drive_site = _hill(ifng_site, p.ifng_half_activation, n) + p.damp_weight * _hill(
-        concentrate * killed_tumour, p.damp_half_activation, n)
+    drive_site = _myeloid_drive(ifng_site, concentrate * killed_tumour, p)
     ms = _state(y, "macrophage_site")
     dy["macrophage_site"] = p.solid * (p.macrophage_on * drive_site * il1 * (1.0 - ms) - p.macrophage_off * ms)
 

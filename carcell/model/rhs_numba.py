@@ -66,6 +66,13 @@ def _sum3(a, b) -> float:
 
 
 @_jit
+def _myeloid_drive(ifng: float, killed: float, p) -> float:
+    """rhs._myeloid_drive for one patient."""
+    n = p[K.myeloid_hill]
+    return _hill(ifng, p[K.ifng_half_activation], n) + p[K.damp_weight] * _hill(killed, p[K.damp_half_activation], n)
+
+
+@_jit
 def il15_drive_at_baseline(p) -> float:
     return p[K.il15_baseline] / (p[K.il15_baseline] + p[K.il15_half_saturation])
 
@@ -237,17 +244,14 @@ def _myeloid(y, p, d: Derived, dampen: float, il1: float, dy) -> None:
     killed_tumour = d.kill_tumour * d.tp + d.kill_low * d.tl + d.kill_negative * d.tn
     killed = killed_tumour + _sum3(d.kill_normal, d.normal)
     ifng = np.maximum(y[S.ifng], 0.0)
-    n = p[K.myeloid_hill]
-    drive = _hill(ifng, p[K.ifng_half_activation], n) + p[K.damp_weight] * _hill(
-        killed, p[K.damp_half_activation], n)
+    drive = _myeloid_drive(ifng, killed, p)
     m = y[S.macrophage_activation]
     dy[S.macrophage_activation] = p[K.macrophage_on] * drive * il1 * (1.0 - m) - p[K.macrophage_off] * m
     solid = p[K.solid]
     concentrate = solid / (d.local + 1.0 - solid)
     ifng_site = ifng + concentrate * p[K.ifng_secretion] * dampen * d.site * d.site_stimulus / 1e10 / p[
         K.tam_ifng_exchange]
-    drive_site = _hill(ifng_site, p[K.ifng_half_activation], n) + p[K.damp_weight] * _hill(
-        concentrate * killed_tumour, p[K.damp_half_activation], n)
+    drive_site = _myeloid_drive(ifng_site, concentrate * killed_tumour, p)
     ms = y[S.macrophage_site]
     dy[S.macrophage_site] = solid * (p[K.macrophage_on] * drive_site * il1 * (1.0 - ms) - p[K.macrophage_off] * ms)
 
