@@ -169,8 +169,13 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--evals", type=int, default=30)
     ap.add_argument("--fit-tam", action="store_true", help="fit the tumour macrophages' IL-6 to CT041's CRS")
+    ap.add_argument("--without-tam", action="store_true",
+                    help="baseline: the same patients with the tumour macrophages' IL-6 set to 0")
     ap.add_argument("--write", action="store_true", help="with --fit-tam: write the value into tme.yaml")
     args = ap.parse_args()
+    if args.without_tam:
+        load_knowledge(False).node(TAM[0])["value"] = 0.0
+        print(f"baseline: {TAM[0]} = 0 (no IL-6 from the tumour's macrophages)")
     if args.fit_tam:
         fit_tam(args.n, args.evals, args.write)
     elif args.fit:
