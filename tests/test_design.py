@@ -309,6 +309,28 @@ def test_41bb_preset_persists_longer_than_cd28_preset():
     assert same_patient.mean() >= 0.75
 
 
+@pytest.mark.parametrize("costim", [["CD28"], ["4-1BB"], ["CD28", "4-1BB"], ["2B4"]])
+def test_costimulation_keeps_or_relieves_tonic_signalling_exhaustion(costim):
+    """The 14G2a GD2 scFv signals without antigen (Long 2015): its cells exhaust faster by
+    1 + (tonic_exhaustion - 1) x the product of the domains' weights, which a knowledge tree
+    without the binder's tonic signalling does not show; CD28 keeps the excess, 4-1BB relieves it."""
+    from carcell.knowledge.store import Knowledge  # noqa: PLC0415
+
+    plain = Knowledge()
+    del plain.node("binders.14G2a")["tonic_exhaustion"]
+    raw = validate_raw({"indication": {"disease": "neuroblastoma"},
+                        "product": {"car": {"binders": ["14G2a"], "costim": costim}}}, "test")
+    ratio = (resolve_design(raw, load_knowledge()).typical["k_exhaustion"]
+             / resolve_design(raw, plain).typical["k_exhaustion"])
+    weights = [K.value(f"costim.{d}.tonic_exhaustion_weight") for d in costim]
+    assert ratio == pytest.approx(1 + (K.value("binders.14G2a.tonic_exhaustion") - 1) * np.prod(weights), rel=1e-12)
+    tonic = K.value("binders.14G2a.tonic_exhaustion")
+    if costim == ["CD28"]:
+        assert ratio == pytest.approx(tonic)   # GD2-28z: the binder's whole excess
+    if "4-1BB" in costim:
+        assert ratio < tonic                   # 4-1BB relieves it, alone or beside CD28
+
+
 def test_lower_affinity_needs_more_antigen_to_kill():
     """At a low antigen density a 100x weaker binder kills less (Liu 2015, Caruso 2015)."""
     base = {"indication": {"disease": "LBCL", "antigen_density": {"median": 400, "log_sd": 0}}}

@@ -34,6 +34,10 @@ def _mult(k, base: str) -> str:
         parts.insert(0, f"threshold x{float(k.value(f'{base}.antigen_threshold_multiplier')):g}")
     for comp in node.get("relieves") or {}:
         parts.append(f"relieves {comp} {float(k.value(f'{base}.relieves.{comp}')):.0%}")
+    if "tonic_exhaustion" in node:
+        parts.append(f"tonic signalling: k_exhaustion x{float(k.value(f'{base}.tonic_exhaustion')):g} with CD28")
+    if "tonic_exhaustion_weight" in node:
+        parts.append(f"keeps {float(k.value(f'{base}.tonic_exhaustion_weight')):.0%} of tonic exhaustion")
     if "bystander_kill" in node:
         parts.append(f"bystander killing {float(k.value(f'{base}.bystander_kill')):g}")
     return ", ".join(parts) or "reference (x1)"

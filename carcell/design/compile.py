@@ -227,6 +227,7 @@ def _car_kinetics(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> N
                 raise KnowledgeError(f"{part}.multipliers.{name}: not a parameter a design part may "
                                      f"scale; use one of {', '.join(SCALABLE)}")
             ledger.scale(name, f"{part}.multipliers.{name}")
+    _tonic_exhaustion(ledger, k, c)
     if c.irradiated:
         for name in _PROLIFERATION:
             ledger.rule(name, 0.0, ledger.records[name].unit,
@@ -237,6 +238,24 @@ def _car_kinetics(ledger: Ledger, k: Knowledge, disease: str, c: Construct) -> N
                     f"{c.activation} drives transcription, not killing", keep_steps=True)
     _from_armour(ledger, k, c, "il15_autocrine", "pg/mL", "no IL-15 armour")
     _from_armour(ledger, k, c, "il15_secretion", "pg/mL/day", "no secreted IL-15 armour")
+
+
+def _tonic_exhaustion(ledger: Ledger, k: Knowledge, c: Construct) -> None:
+    """A binder that signals without antigen (tonic signalling) exhausts its cells faster, by
+    its ``tonic_exhaustion`` as measured with CD28; each costimulatory domain keeps a share of
+    that excess (Long 2015: CD28 augments it, 4-1BB relieves it), so the factor is
+    1 + (tonic_exhaustion - 1) x the product of the domains' ``tonic_exhaustion_weight``."""
+    for b in c.binders:
+        path = f"binders.{b.name}.tonic_exhaustion"
+        if "tonic_exhaustion" not in k.node(f"binders.{b.name}"):
+            continue
+        excess = float(k.value(path)) - 1.0
+        weights = {d: float(k.value(f"costim.{d}.tonic_exhaustion_weight")) for d in c.costim}
+        factor = 1.0 + excess * float(np.prod(list(weights.values())))
+        kept = " x ".join(f"{w:.3g} ({d})" for d, w in weights.items()) or "1 (no costimulatory domain)"
+        ledger.scale_by("k_exhaustion", factor, path, k.entry(path).source,
+                        f"tonic signalling: 1 + {excess:.3g} excess x {kept} kept by the costimulatory "
+                        f"domains (costim.*.tonic_exhaustion_weight)")
 
 
 def _from_armour(ledger: Ledger, k: Knowledge, c: Construct, name: str, unit: str, otherwise: str) -> None:
