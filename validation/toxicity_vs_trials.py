@@ -10,6 +10,10 @@ interval for the trial's size (validation/targets/toxicity.yaml). Any-grade neur
 counted with CTCAE is an upper bound for ASTCT ICANS, so it agrees when the model is below the
 interval's upper limit. The parameters were fitted by validation/calibrate_toxicity.py on
 other virtual patients (another seed), so this is also an out-of-sample check.
+
+``--who-has-crs`` also prints, per trial, the medians of the patients with and without CRS
+(peak CAR cells, IL-6 and IFN-gamma, and the myeloid IL-6 capacity each was drawn with), which
+shows what keeps a virtual patient free of CRS (docs/toxicity.md, "Who has no CRS").
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from toxicity_measures import agrees, interval, simulated  # noqa: E402
 
 from carcell.cohort import run_cohort  # noqa: E402
+from carcell.design.compile import compile_chunk  # noqa: E402
 from carcell.io.yamlio import load_yaml  # noqa: E402
 from carcell.scenario import load_scenario  # noqa: E402
 
@@ -29,11 +36,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261129   # not the calibration's seed
 
 
+def who_has_crs(trial: str, result) -> None:
+    """Medians of the patients with and without CRS (any grade, ASTCT)."""
+    p = result.patients
+    capacity = compile_chunk(result.design, 0, 0, ids=p["patient_id"].to_numpy()).params.il6_max
+    crs = (p["crs_max_grade"] >= 1).to_numpy()
+    cols = {"peak CAR/uL": p["cmax_cells_per_ul"].to_numpy(), "IL-6 peak": p["il6_peak_pg_per_ml"].to_numpy(),
+            "IFN-g peak": p["ifng_peak_pg_per_ml"].to_numpy(), "IL-6 capacity": capacity}
+    print(f"  {trial}: medians of the {crs.sum()} patients with CRS / the {(~crs).sum()} without")
+    for name, v in cols.items():
+        with_, without = (float(np.median(v[m])) if m.any() else float("nan") for m in (crs, ~crs))
+        print(f"    {name:14s} {with_:10.3g} / {without:10.3g}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--calibrated", action="store_true",
                     help="use the efficacy-calibrated populations (docs/calibration.md)")
+    ap.add_argument("--who-has-crs", action="store_true",
+                    help="also print the medians of the patients with and without CRS")
     args = ap.parse_args()
     n = args.n
     targets = load_yaml(ROOT / "validation" / "targets" / "toxicity.yaml")
@@ -46,7 +68,8 @@ def main() -> None:
         if args.calibrated:
             sets.append(f"population.calibration={t['calibration']}")
         sc = load_scenario(ROOT / t["example"], sets)
-        sim = simulated(run_cohort(sc).patients, t["crs_scale"])
+        result = run_cohort(sc)
+        sim = simulated(result.patients, t["crs_scale"])
         for measure, target in t.items():
             if not isinstance(target, dict):
                 continue
@@ -60,6 +83,8 @@ def main() -> None:
             inside += ok
             total += 1
             print(f"{trial:8s} {measure:26s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}  {target['tag']}")
+        if args.who_has_crs:
+            who_has_crs(trial, result)
     print(f"\n{inside} of {total} rates agree with their trial. CRS on the trial's scale (ZUMA-1, KarMMa: "
           "Lee 2014; JULIET, ELIANA: Penn); neurotoxicity is ASTCT ICANS.")
 
