@@ -159,6 +159,8 @@ def report(n: int) -> None:
     orr = review_orr(n)
     results.append(_row("orr", orr, rv["orr"]["value"], rv["orr"]["value"] - rv["orr"]["tolerance"],
                         rv["orr"]["value"] + rv["orr"]["tolerance"]))
+    print(f"  {'':28s} the figure's analysis was not located; its likeliest source pools unmodified NK\n"
+          f"  {'':28s} cells, often with local therapies (targets file): nothing is fitted to it")
     g = rv["mbil15_infiltration_gain"]
     results.append(_row("mbIL-15 infiltration gain", infiltration_gain(), g["value"], g["value"] - g["tolerance"],
                         g["value"] + g["tolerance"]))
