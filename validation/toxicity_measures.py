@@ -3,7 +3,8 @@ calibration and validation scripts).
 
 Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
-ASTCT ICANS. Onset and duration are medians over patients with CRS. Tocilizumab response is the
+ASTCT ICANS. Onset and duration are medians over patients with CRS, and so are the drug-use
+rates named ``..._among_crs``. Tocilizumab response is the
 share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's scale: the
 population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis defined it
 (carcell.clinical.management, column ``tocilizumab_response``).
@@ -30,6 +31,10 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         "neuro_grade3plus": float((ok["icans_max_grade"] >= 3).mean()),
         "tocilizumab_use": float((ok["tocilizumab_doses"] > 0).mean()),
         "steroid_use": float((ok["steroid_days"] > 0).mean()),
+        # shares of the patients with CRS (on the trial's scale), as the pooled ELIANA/ENSIGN
+        # safety analysis reports them; steroids for ICANS count too, as the model gives them
+        "tocilizumab_use_among_crs": float((ok["tocilizumab_doses"] > 0)[crs >= 1].mean()),
+        "steroid_use_among_crs": float((ok["steroid_days"] > 0)[crs >= 1].mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
         # the FDA's analysis population: patients given tocilizumab for severe CRS (grade >= 3 on
