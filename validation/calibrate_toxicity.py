@@ -1,7 +1,7 @@
 """Fit the toxicity parameters to CRS, neurotoxicity, drug use, onset and duration of the
 pivotal trials.
 
-    python validation/calibrate_toxicity.py [--calibrated] [--n 150] [--evals 400] [--restarts 1] [--workers 2]
+    python validation/calibrate_toxicity.py [--calibrated] [--n 150] [--seeds 1] [--evals 400] [--restarts 1] [--workers 2]
 
 Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``):
 
@@ -49,6 +49,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -125,14 +126,19 @@ def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> 
         print(f"  wrote {path} = {value:.4g} into {file.relative_to(root)}")
 
 
-def trial_measures(args: tuple[dict, dict[str, float], int, bool]) -> dict[str, float]:
-    trial, values, n, calibrated = args
+def trial_measures(args: tuple[dict, dict[str, float], int, bool, int]) -> dict[str, float]:
+    """One trial's measures: ``n`` patients from each of ``seeds`` seeds (the example's own seed
+    and the next ones), pooled."""
+    trial, values, n, calibrated, seeds = args
     set_params(values)
     sets = [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}", f"regimen.protocol={trial.get('protocol', 'asco2021')}"]
     if calibrated:
         sets.append(f"population.calibration={trial['calibration']}")
     sc = load_scenario(ROOT / trial["example"], sets)
-    return simulated(run_cohort(sc).patients, trial["crs_scale"])
+    first = sc.population.seed
+    patients = [run_cohort(sc if k == 0 else load_scenario(ROOT / trial["example"], [*sets, f"population.seed={first + k}"])).patients
+                for k in range(seeds)]
+    return simulated(pd.concat(patients, ignore_index=True), trial["crs_scale"])
 
 
 def objective_terms(targets: dict, sims: list[dict]) -> list[tuple[str, str, float, float]]:
@@ -150,6 +156,9 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--restarts", type=int, default=1, help="Nelder-Mead restarts from the best point")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="pool --n patients from this many seeds per trial: the objective's sampling noise "
+                         "is as large as a fit's gains at one seed of 200 (docs/toxicity.md)")
     ap.add_argument("--calibrated", action="store_true",
                     help="fit on the efficacy-calibrated populations (targets file: calibration per trial)")
     ap.add_argument("--start", nargs="*", default=[], metavar="PATH=VALUE",
@@ -177,7 +186,8 @@ def main() -> None:
     with process_pool(args.workers) as pool:
         def run(x: np.ndarray) -> list[dict]:
             values = dict(zip(names, np.exp(np.clip(x, lo, hi))))
-            return list(pool.map(trial_measures, [(t, values, args.n, args.calibrated) for t in targets.values()]))
+            return list(pool.map(trial_measures, [(t, values, args.n, args.calibrated, args.seeds)
+                                                  for t in targets.values()]))
 
         def objective(x: np.ndarray) -> float:
             terms = objective_terms(targets, run(x))
