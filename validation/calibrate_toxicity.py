@@ -134,9 +134,8 @@ def trial_measures(args: tuple[dict, dict[str, float], int, bool, int]) -> dict[
     sets = [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}", f"regimen.protocol={trial.get('protocol', 'asco2021')}"]
     if calibrated:
         sets.append(f"population.calibration={trial['calibration']}")
-    sc = load_scenario(ROOT / trial["example"], sets)
-    first = sc.population.seed
-    patients = [run_cohort(sc if k == 0 else load_scenario(ROOT / trial["example"], [*sets, f"population.seed={first + k}"])).patients
+    first = load_scenario(ROOT / trial["example"], sets).population.seed
+    patients = [run_cohort(load_scenario(ROOT / trial["example"], [*sets, f"population.seed={first + k}"])).patients
                 for k in range(seeds)]
     return simulated(pd.concat(patients, ignore_index=True), trial["crs_scale"])
 

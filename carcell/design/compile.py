@@ -246,14 +246,15 @@ def _tonic_exhaustion(ledger: Ledger, k: Knowledge, c: Construct) -> None:
     that excess (Long 2015: CD28 augments it, 4-1BB relieves it), so the factor is
     1 + (tonic_exhaustion - 1) x the product of the domains' ``tonic_exhaustion_weight``."""
     for b in c.binders:
-        path = f"binders.{b.name}.tonic_exhaustion"
         if "tonic_exhaustion" not in k.node(f"binders.{b.name}"):
             continue
-        excess = float(k.value(path)) - 1.0
+        path = f"binders.{b.name}.tonic_exhaustion"
+        tonic = k.entry(path)
+        excess = float(tonic.value) - 1.0
         weights = {d: float(k.value(f"costim.{d}.tonic_exhaustion_weight")) for d in c.costim}
         factor = 1.0 + excess * float(np.prod(list(weights.values())))
         kept = " x ".join(f"{w:.3g} ({d})" for d, w in weights.items()) or "1 (no costimulatory domain)"
-        ledger.scale_by("k_exhaustion", factor, path, k.entry(path).source,
+        ledger.scale_by("k_exhaustion", factor, path, tonic.source,
                         f"tonic signalling: 1 + {excess:.3g} excess x {kept} kept by the costimulatory "
                         f"domains (costim.*.tonic_exhaustion_weight)")
 
