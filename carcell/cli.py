@@ -327,8 +327,6 @@ def run(
         "--backend", help="integrator: auto (default), numpy, numba, numba-serial or jax (trial.solver.backend; docs/backends.md)")] = None,
 ) -> None:
     """Simulate a virtual cohort or trial and write its results to --out (in chunks: docs/scale.md)."""
-    from carcell.scale import run_chunked
-
     sets = list(overrides or [])
     for field, value in (("trial.solver.chunk_size", chunk_size), ("trial.workers", workers),
                          ("trial.scheduler", scheduler), ("trial.solver.backend", backend)):
@@ -344,6 +342,8 @@ def run(
     if sc.species == "mouse":   # an NSG xenograft experiment instead of patients (docs/preclinical.md)
         _run_mouse(sc, out, plots)
         return
+    from carcell.scale import run_chunked
+
     with Progress(TextColumn("[bold]simulating {task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as bar:

@@ -7,8 +7,18 @@ Dormand-Prince solver and writes carcell's usual tables, trajectories and plots.
 See docs/sbml.md.
 """
 
-from carcell.interop.sbml_cohort import SbmlCohortResult, run_sbml_cohort
-from carcell.interop.sbml_compile import ModelDomainError
-from carcell.interop.sbml_import import SbmlModel, load_sbml
+from __future__ import annotations
 
-__all__ = ["ModelDomainError", "SbmlCohortResult", "SbmlModel", "load_sbml", "run_sbml_cohort"]
+from carcell.lazy import lazy_attributes
+
+# imported on first use: every carcell command imports this package for the `sbml` and
+# `export-model` commands, and must not pay for the SBML compiler and pandas behind it
+_WHERE = {
+    "SbmlCohortResult": "carcell.interop.sbml_cohort",
+    "run_sbml_cohort": "carcell.interop.sbml_cohort",
+    "ModelDomainError": "carcell.interop.sbml_compile",
+    "SbmlModel": "carcell.interop.sbml_import",
+    "load_sbml": "carcell.interop.sbml_import",
+}
+__getattr__ = lazy_attributes(__name__, _WHERE)
+__all__ = sorted(_WHERE)

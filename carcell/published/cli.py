@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from carcell.errors import CarcellError
-from carcell.published import PRESETS, get
+
+# the presets (and SciPy's integrators behind them) are imported by the commands that use them,
+# so that every other carcell command starts without them
 
 app = typer.Typer(no_args_is_help=True, help="Published CAR-T models as tested presets: list, show, run.")
 out_console = Console()
@@ -23,6 +25,8 @@ out_console = Console()
 @app.command("list")
 def list_models() -> None:
     """Every preset with its citation and what it reproduces."""
+    from carcell.published import PRESETS
+
     t = Table("name", "citation", "reproduces", show_lines=True)
     for name, m in PRESETS.items():
         t.add_row(name, f"{m.citation.short}, {m.citation.journal}, doi:{m.citation.doi}", m.reproduces)
@@ -36,6 +40,8 @@ def show(
         "--set", help="parameter set (default: the paper's main one)")] = None,
 ) -> None:
     """Citation, equations and the parameter table with sources."""
+    from carcell.published import get
+
     m = get(name)
     out_console.print(f"[bold]{m.name}[/bold]: {m.citation}", highlight=False)
     out_console.print(f"reproduces: {m.reproduces}\nsolver: {m.solver}", highlight=False)
@@ -67,6 +73,8 @@ def run(
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="experiment/dosing protocol")] = None,
 ) -> None:
     """Run a preset over a virtual cohort; write patients.parquet, trajectories.nc and a plot."""
+    from carcell.published import get
+
     m = get(name)
     if set_name is not None and set_name not in m.parameter_sets():
         raise CarcellError(f"--set {set_name!r}: not a parameter set of {name}; "

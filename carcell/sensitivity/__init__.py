@@ -14,14 +14,19 @@ move CR rate, grade >= 3 CRS, Cmax and PFS (docs/sensitivity.md).
 SALib (the ``scale`` extra) does the sampling and the index estimates.
 """
 
-from carcell.sensitivity.analysis import (METHODS, SensitivityResult, analyse_scenario, indices, run_sensitivity,
-                                          sample_unit)
-from carcell.sensitivity.evaluate import (DEFAULT_OUTCOMES, OUTCOMES, CohortEvaluator, cohort_outcomes,
-                                          evaluate_point, knowledge_values, run_points)
-from carcell.sensitivity.params import Parameter, load_params_file, make_parameter, parse_param, resolve_parameters
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_OUTCOMES", "METHODS", "OUTCOMES", "CohortEvaluator", "Parameter", "SensitivityResult",
-    "analyse_scenario", "cohort_outcomes", "evaluate_point", "indices", "knowledge_values", "load_params_file",
-    "make_parameter", "parse_param", "resolve_parameters", "run_points", "run_sensitivity", "sample_unit",
-]
+from carcell.lazy import lazy_attributes
+
+# imported on first use: every carcell command imports this package for `carcell sensitivity`,
+# and must not pay for SALib and pandas behind it
+_WHERE = {
+    **dict.fromkeys(("METHODS", "SensitivityResult", "analyse_scenario", "indices", "run_sensitivity",
+                     "sample_unit"), "carcell.sensitivity.analysis"),
+    **dict.fromkeys(("DEFAULT_OUTCOMES", "OUTCOMES", "CohortEvaluator", "cohort_outcomes", "evaluate_point",
+                     "knowledge_values", "run_points"), "carcell.sensitivity.evaluate"),
+    **dict.fromkeys(("Parameter", "load_params_file", "make_parameter", "parse_param", "resolve_parameters"),
+                    "carcell.sensitivity.params"),
+}
+__getattr__ = lazy_attributes(__name__, _WHERE)
+__all__ = sorted(_WHERE)
