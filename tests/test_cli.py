@@ -32,6 +32,10 @@ COHORT_EXAMPLES = [p for p in EXAMPLES if not ((load_yaml(p) or {}).get("trial")
 TRIAL_EXAMPLES = [p for p in EXAMPLES if p not in COHORT_EXAMPLES]
 N = 12
 FAST = ("-n", str(N), "--set", "trial.follow_up_days=60")
+# the plotting code is the same for every cohort example; these run with plots, one per disease
+# family and species, and the others with --no-plots (plots are most of a short run's time)
+PLOTTED = {"minimal", "tisacel_ball", "idecel_mm", "satricel_gastric", "il13ra2_gbm_intraventricular",
+           "nk92_2b4_dap12_mouse", "nk92_2b4_dap12_vitro"}
 
 ALLOWED = {   # NE: died before the first response assessment (docs/trials.md)
     "LBCL": {"CR", "PR", "SD", "PD", "NE"},
@@ -85,16 +89,20 @@ def expected_name(example: Path) -> str:
 
 def test_examples_exist():
     assert len(EXAMPLES) >= 5, EXAMPLES
+    assert PLOTTED <= {p.stem for p in COHORT_EXAMPLES}, PLOTTED - {p.stem for p in COHORT_EXAMPLES}
     assert {"minimal", "axicel_lbcl", "tisacel_ball", "idecel_mm"} <= {p.stem for p in EXAMPLES}
 
 
-def check_outputs(out: Path, n: int, example: Path) -> None:
+def check_outputs(out: Path, n: int, example: Path, plots: bool = True) -> None:
     """Every output file of one run, opened and checked."""
     raw = load_yaml(example) or {}
     for f in OUTPUT_FILES:
+        if f.endswith(".png") and not plots:
+            assert not (out / f).exists(), f"{f} written under --no-plots"
+            continue
         assert (out / f).is_file(), f"{f} missing; have {sorted(p.name for p in out.iterdir())}"
         assert (out / f).stat().st_size > 0, f
-    for png in ("kinetics.png", "tumour_burden.png", "waterfall.png"):
+    for png in ("kinetics.png", "tumour_burden.png", "waterfall.png") if plots else ():
         assert (out / png).read_bytes()[:8] == PNG_MAGIC, png
 
     # summary.json
@@ -173,12 +181,13 @@ def check_outputs(out: Path, n: int, example: Path) -> None:
 @pytest.mark.parametrize("example", COHORT_EXAMPLES, ids=lambda p: p.stem)
 def test_run_example_end_to_end(example, tmp_path):
     out = tmp_path / "out"
-    r = carcell_in_process("run", example, "--out", out, *FAST)
+    plots = example.stem in PLOTTED
+    r = carcell_in_process("run", example, "--out", out, *FAST, *(() if plots else ("--no-plots",)))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     # summary table on stdout, nothing of it on stderr (stderr is not a terminal here)
     assert "Cmax" in r.stdout and "Cmax" not in r.stderr
-    check_outputs(out, N, example)
+    check_outputs(out, N, example, plots)
 
 
 def test_console_script_end_to_end(tmp_path):
@@ -189,10 +198,10 @@ def test_console_script_end_to_end(tmp_path):
     example = ROOT / "examples" / "minimal.yaml"
     out = tmp_path / "out"
     # from an unrelated working directory, with a relative --out
-    r = carcell("run", example, "--out", "out", *FAST, exe=(exe,), cwd=tmp_path)
+    r = carcell("run", example, "--out", "out", *FAST, "--no-plots", exe=(exe,), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Cmax" in r.stdout
-    check_outputs(out, N, example)
+    check_outputs(out, N, example, plots=False)   # the same example's plots: test_run_example_end_to_end
     r = carcell("validate", example, exe=(exe,), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
 
