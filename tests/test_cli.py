@@ -75,9 +75,14 @@ def carcell_in_process(*args):
 
     from typer.testing import CliRunner
 
-    from carcell.cli import app
+    from carcell import cli
 
-    res = CliRunner().invoke(app, [str(a) for a in args])
+    width = cli.out_console.width
+    cli.out_console.width = int(_env()["COLUMNS"])   # as wide as carcell()'s: long names stay on one row
+    try:
+        res = CliRunner().invoke(cli.app, [str(a) for a in args])
+    finally:
+        cli.out_console.width = width
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception
     return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
@@ -208,7 +213,7 @@ def test_console_script_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_validate_example(example):
-    r = carcell("validate", example)
+    r = carcell_in_process("validate", example)   # in a process of its own: test_console_script_end_to_end
     assert r.returncode == 0, r.stderr
     assert expected_name(example) in r.stdout
     assert "valid" in r.stdout
@@ -312,7 +317,7 @@ def test_timeline_plots_one_patient_and_names_a_missing_one(tmp_path):
     with the ids it has."""
     out = tmp_path / "out"
     r = carcell_in_process("run", ROOT / "examples" / "satricel_gastric.yaml", "--out", out,
-                           "-n", "4", "--set", "trial.follow_up_days=30")
+                           "-n", "4", "--set", "trial.follow_up_days=30", "--no-plots")
     assert r.returncode == 0, r.stderr
     r = carcell_in_process("timeline", out, "-p", "2")
     assert r.returncode == 0, r.stderr
