@@ -201,8 +201,13 @@ def simulate_reference(
     method: str = "DOP853",
     rtol: float = 1e-10,
     atol: float = 1e-12,
+    rhs_one: Callable | None = None,
 ) -> np.ndarray:
-    """The same rounds with ``scipy.integrate.solve_ivp``, one patient at a time."""
+    """The same rounds with ``scipy.integrate.solve_ivp``, one patient at a time.
+
+    ``rhs_one(y, p_row, dy)``, when given, computes one patient's derivative in place instead of
+    :func:`carcell.model.rhs.rhs` (e.g. the compiled mirror ``carcell.model.rhs_numba.rhs_one``,
+    which the tests use to make their tight-tolerance references affordable)."""
     n = y0.shape[0]
     out = np.empty((n, times.size, N_STATES))
     round_set = _round_plan(times, rounds)
@@ -214,8 +219,14 @@ def simulate_reference(
         apply_extinction(y, values)
         out[i, 0] = y[0]
 
-        def f(t, yy, p=p):
-            return rhs(np.array([t]), yy[None, :], p)[0]
+        if rhs_one is None:
+            def f(t, yy, p=p):
+                return rhs(np.array([t]), yy[None, :], p)[0]
+        else:
+            def f(t, yy, row=values[0]):   # a view of values: sees the extinction flags set below
+                dy = np.empty_like(yy)
+                rhs_one(yy, row, dy)
+                return dy
 
         for a, b in zip(round_idx[:-1], round_idx[1:]):
             sol = solve_ivp(f, (times[a], times[b]), y[0], method=method, rtol=rtol,
