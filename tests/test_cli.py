@@ -325,3 +325,32 @@ def test_timeline_plots_one_patient_and_names_a_missing_one(tmp_path):
     r = carcell("timeline", out, "-p", "9")   # the real command: its error handling included
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "--patient 9" in r.stdout + r.stderr and "0-3" in r.stdout + r.stderr
+
+
+HEAVY = ("pandas", "scipy", "xarray", "matplotlib", "SALib", "numba", "jax", "libsbml", "dask")
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """Importing the command line (every command does) loads none of the heavy libraries: they
+    come with the commands that use them (carcell/lazy.py; docs/benchmarks.md, command start-up).
+    The lazily exported names still resolve, and an unknown one is an AttributeError."""
+    code = ("import sys, carcell.cli\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+            "import carcell.published, carcell.interop, carcell.sensitivity\n"
+            "for pkg in (carcell.published, carcell.interop, carcell.sensitivity):\n"
+            "    try:\n"
+            "        pkg.no_such_name\n"
+            "    except AttributeError as e:\n"
+            "        print(e)\n"
+            "from carcell.published import PRESETS, Check\n"
+            "from carcell.interop import load_sbml\n"
+            "from carcell.sensitivity import parse_param\n"
+            "print(len(PRESETS), Check.__name__, load_sbml.__name__, parse_param.__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "", f"imported with carcell.cli: {lines[0]}"
+    for pkg, line in zip(("published", "interop", "sensitivity"), lines[1:4]):
+        assert line == f"module 'carcell.{pkg}' has no attribute 'no_such_name'", line
+    n, *names = lines[4].split()
+    assert int(n) >= 5 and names == ["Check", "load_sbml", "parse_param"]
