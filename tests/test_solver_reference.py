@@ -55,7 +55,7 @@ from carcell.solve.rounds import simulate_batch, simulate_reference
 TIMES = np.arange(0.0, 121.0)
 ROUNDS = np.array([0, 7, 14, 21, 28, 90, 120.0])
 # the batched-vs-reference comparisons: the first two months, where expansion, CRS, drugs and
-# most extinctions happen (the reference solvers are slow; a year adds little but minutes)
+# most extinctions happen (the batched run at rtol 1e-9 is slow; a year adds little but minutes)
 REF_TIMES = np.arange(0.0, 61.0)
 REF_ROUNDS = np.array([0, 7, 14, 21, 28, 60.0])
 N_PATIENTS = 12
