@@ -3,8 +3,8 @@ calibration and validation scripts).
 
 Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
-ASTCT ICANS. Onset and duration are medians over patients with CRS, and so are the drug-use
-rates named ``..._among_crs``. Tocilizumab response is the
+ASTCT ICANS. Onset and duration are medians over patients with CRS; the drug-use rates named
+``..._among_crs`` are shares of those patients. Tocilizumab response is the
 share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's scale: the
 population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis defined it
 (carcell.clinical.management, column ``tocilizumab_response``).
