@@ -43,6 +43,7 @@ def _run(key: str, n: int = 60):
         "asco": {**AXI, "regimen": {"protocol": "asco2021"}},
         "cohort3": {**AXI, "regimen": {"protocol": "zuma1_cohort3"}},
         "penn": {**AXI, "regimen": {"protocol": "penn_severe_crs"}},
+        "chop": {**AXI, "regimen": {"protocol": "chop_vasoactive"}},
         "anakinra": {**AXI, "regimen": {"protocol": ANAKINRA_PROPHYLAXIS}},
         "taper": {**AXI, "regimen": {"protocol": TAPER}},
         "low_burden": {**AXI, "indication": {"disease": "LBCL", "baseline_burden": {"median": 1e10}},
@@ -167,6 +168,23 @@ def test_a_rule_on_the_penn_scale_treats_only_penn_grade_3_crs():
     assert ((asco["tocilizumab_doses"] > 0) & (asco["crs_max_grade_penn"] < 3)).any()
     with pytest.raises(ScenarioError, match="crs_penn >= 3"):
         validate_raw({**AXI, "regimen": {"protocol": {"rules": [{"when": "penn >= 3", "give": "tocilizumab",
+                                                                  "dose": 8}]}}}, "t")
+
+
+def test_a_rule_on_vasopressors_treats_cardiovascular_dysfunction_only():
+    """CHOP gave tocilizumab for CRS with cardiovascular dysfunction, hypotension on a vasoactive
+    infusion (Fitzgerald 2017, doi:10.1097/CCM.0000000000002053). A vasopressor makes Penn grade
+    3, so everyone treated reached it; but a patient at Penn grade 3 on oxygen alone is not
+    treated, where the Penn-grade rule would treat them; and nobody without CRS is."""
+    chop, penn = _run("chop").patients, _run("penn").patients
+    treated = chop["tocilizumab_doses"] > 0
+    assert treated.any()
+    assert (chop.loc[treated, "crs_max_grade_penn"] >= 3).all()
+    assert (chop.loc[treated, "crs_max_grade"] >= 2).all()          # hypotension is ASTCT grade >= 2
+    assert ((chop["crs_max_grade_penn"] >= 3) & ~treated).any()
+    assert treated.sum() < (penn["tocilizumab_doses"] > 0).sum()
+    with pytest.raises(ScenarioError, match="crs_vasopressors >= 1"):
+        validate_raw({**AXI, "regimen": {"protocol": {"rules": [{"when": "vasopressors >= 1", "give": "tocilizumab",
                                                                   "dose": 8}]}}}, "t")
 
 

@@ -9,7 +9,8 @@ weeks). For every patient still being followed it
    :func:`~carcell.clinical.grading.icans_astct` and the older CRS scales);
 3. applies the protocol (``knowledge/data/protocols/*.yaml``): prophylaxis on its days, then
    each rule whose condition holds (``"crs >= 2"``, ``"icans >= 1"``, ``"crs >= 1 for 24 h"``,
-   or on an older CRS scale ``"crs_penn >= 3"``);
+   or on an older CRS scale ``"crs_penn >= 3"``, or on a bedside sign during CRS
+   ``"crs_vasopressors >= 1"``);
    a dose enters the model as a jump of the drug's state.
 
 Rules: a drug given ``every`` N hours is given as the doses due until the next assessment;
@@ -32,9 +33,10 @@ from carcell.errors import ScenarioError
 from carcell.knowledge import Knowledge
 from carcell.model.states import CAR_STATES, INDEX, LOG_EXTINCT, Params
 
-#: what a rule's condition may grade: ASTCT CRS and ICANS, or CRS on an older scale (a trial's
-#: own algorithm, such as JULIET's "tocilizumab for Penn grade 3-4 CRS")
-WHEN_SCALES = ("crs", "icans", "crs_penn", "crs_lee2014", "crs_ctcae5")
+#: what a rule's condition may grade: ASTCT CRS and ICANS, CRS on an older scale (a trial's
+#: own algorithm, such as JULIET's "tocilizumab for Penn grade 3-4 CRS"), or the number of
+#: vasopressors a patient with CRS needs (CHOP's "tocilizumab for cardiovascular dysfunction")
+WHEN_SCALES = ("crs", "icans", "crs_penn", "crs_lee2014", "crs_ctcae5", "crs_vasopressors")
 _WHEN = re.compile(rf"^\s*({'|'.join(sorted(WHEN_SCALES, key=len, reverse=True))})\s*>=\s*([0-5])\s*"
                    r"(?:for\s+(\d+(?:\.\d+)?)\s*h)?\s*$")
 DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
@@ -136,7 +138,8 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
         if not m:
             raise ScenarioError(f"{at}.when: {r.get('when')!r} is not understood; write it as "
                                 "'crs >= 2', 'icans >= 1', 'crs >= 1 for 24 h' or, on an older CRS scale, "
-                                f"'crs_penn >= 3' ({', '.join(WHEN_SCALES[3:])})")
+                                f"'crs_penn >= 3' ({', '.join(WHEN_SCALES[3:5])}), or on the vasopressors a "
+                                "patient with CRS needs, 'crs_vasopressors >= 1'")
         drug = str(r.get("give"))
         if drug not in DRUGS:
             raise ScenarioError(f"{at}.give: {drug!r} is not a drug carcell models; use one of {', '.join(DRUGS)}")
@@ -291,7 +294,8 @@ class Manager:
         for q in self.protocol.prophylaxis:
             if any(abs(day - d) < 1e-9 for d in q.days):
                 self._give(y, who, q.drug, self._amount_mg(q.drug, q.dose, who, q.max_single), day, q.id)
-        graded = {"crs": crs, "icans": icans, **older}
+        graded = {"crs": crs, "icans": icans, **older,
+                  "crs_vasopressors": np.where(in_crs, obs["vasopressors"].to_numpy(), 0)}
         for rule in self.protocol.rules:
             hit = graded[rule.toxicity] >= rule.grade
             since = self.above_since[rule.id]
