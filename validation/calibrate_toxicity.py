@@ -208,9 +208,9 @@ def main() -> None:
         terms = objective_terms(targets, run(best))
     print(f"\nobjective {history[0][0]:.1f} at the start, {res.fun:.1f} at the best of {len(history)} evaluations"
           f" ({'converged' if res.success else 'stopped: ' + res.message})\n")
-    print(f"{'trial':8s} {'measure':26s} {'model':>7s} {'trial':>7s} {'term':>7s}")
+    print(f"{'trial':8s} {'measure':32s} {'model':>7s} {'trial':>7s} {'term':>7s}")
     for name, m, v, d in terms:
-        print(f"{name:8s} {m:26s} {v:7.2f} {float(targets[name][m]['value']):7.2f} {d:7.2f}")
+        print(f"{name:8s} {m:32s} {v:7.2f} {float(targets[name][m]['value']):7.2f} {d:7.2f}")
     print("\nvalues for the data files (source: fit):")
     for p, v, v0 in zip(names, np.exp(best), np.exp(start)):
         print(f"  {p}: {v:.4g}   (was {v0:.4g})")

@@ -3,11 +3,11 @@ calibration and validation scripts).
 
 Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
-ASTCT ICANS. Onset and duration are medians over patients with CRS; the drug-use rates named
-``..._among_crs`` are shares of those patients. Tocilizumab response is the
-share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's scale: the
-population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis defined it
-(carcell.clinical.management, column ``tocilizumab_response``).
+ASTCT ICANS. Onset and duration are medians over patients with CRS; the rates named
+``..._among_crs`` (drugs, vasopressors, oxygen) are shares of those patients. Tocilizumab
+response is the share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's
+scale: the population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis
+defined it (carcell.clinical.management, column ``tocilizumab_response``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         # safety analysis reports them; steroids for ICANS count too, as the model gives them
         "tocilizumab_use_among_crs": float((ok["tocilizumab_doses"] > 0)[crs >= 1].mean()),
         "steroid_use_among_crs": float((ok["steroid_days"] > 0)[crs >= 1].mean()),
+        # the most support a patient with CRS needed: several vasopressors at once (Penn's
+        # high-dose) and any oxygen
+        "high_dose_vasopressors_among_crs": float((ok["vasopressors_max"] >= 2)[crs >= 1].mean()),
+        "oxygen_among_crs": float((ok["oxygen_support_max"] >= 1)[crs >= 1].mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
         # the FDA's analysis population: patients given tocilizumab for severe CRS (grade >= 3 on

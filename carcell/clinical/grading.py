@@ -28,6 +28,15 @@ from carcell.knowledge import load_knowledge
 _LOW_FLOW = ("nasal_cannula", "blow_by")                       # grade 2 (R-CRS-9: blow-by is low-flow)
 _HIGH_FLOW = ("high_flow_nasal_cannula", "facemask", "non_rebreather", "venturi")   # grade 3
 _POSITIVE = ("cpap", "bipap", "mechanical_ventilation")         # grade 4
+
+
+def oxygen_support_level(device) -> np.ndarray:
+    """The oxygen support of each device as a level: 0 none, 1 low-flow (cannula, blow-by),
+    2 high-flow or mask, 3 positive pressure (CPAP, BiPAP, mechanical ventilation)."""
+    d = np.asarray(device, dtype=object)
+    return np.select([np.isin(d, _POSITIVE), np.isin(d, _HIGH_FLOW), np.isin(d, _LOW_FLOW)], [3, 2, 1], 0)
+
+
 _CONSCIOUSNESS_GRADE = {"alert": 0, "awakens_spontaneously": 1, "awakens_to_voice": 2,
                         "awakens_to_tactile": 3, "unarousable": 4}
 
@@ -102,8 +111,9 @@ def episode_numbers(patient: np.ndarray, active: np.ndarray) -> np.ndarray:
 class CrsEpisodes:
     """The ASTCT CRS state of a group of patients, advanced one assessment at a time.
 
-    Holds, per patient, whether a CRS episode is under way and whether its fever has been
-    masked by therapy (R-CRS-2). :meth:`step` grades one assessment of every patient given
+    Holds, per patient, whether a CRS episode is under way and whether the patient's fever has
+    been masked by therapy given during CRS (R-CRS-2; it stays masked after the episode ends).
+    :meth:`step` grades one assessment of every patient given
     there; the table grader (:func:`crs_astct`) and the simulation's closed loop both use it,
     so simulated patients are graded by the same code as real ones.
     """
@@ -120,11 +130,13 @@ class CrsEpisodes:
         anti-cytokine therapy given since the last assessment.
         """
         on = self.on[who] | fever
+        # once a patient with CRS has been treated, fever is not needed for the rest of their
+        # course (R-CRS-2): afebrile hypotension or hypoxia then continues or reopens CRS
         masked = self.masked[who] | (on & treated)
-        grade = np.where(fever, np.maximum(1, organ), np.where(on & masked & (organ > 0), organ, 0))
+        grade = np.where(fever, np.maximum(1, organ), np.where(masked & (organ > 0), organ, 0))
         ended = (grade == 0) & ~fever
-        self.on[who] = on & ~ended
-        self.masked[who] = masked & ~ended
+        self.on[who] = (on | (grade > 0)) & ~ended
+        self.masked[who] = masked
         return grade
 
 
@@ -146,9 +158,10 @@ def crs_astct(df: pd.DataFrame, th: Thresholds | None = None) -> pd.DataFrame:
 
     - R-CRS-1: fever is temperature >= 38.0 degC (inclusive) without another cause.
     - R-CRS-2: fever is needed to diagnose CRS. Once a patient has CRS and has received an
-      antipyretic, tocilizumab, a corticosteroid or anakinra during the episode, later
-      assessments are graded without fever, by hypotension and hypoxia. A treated patient who
-      is afebrile, normotensive and off oxygen scores 0, which ends the episode.
+      antipyretic, tocilizumab, a corticosteroid or anakinra during it, the later course is
+      graded without fever, by hypotension and hypoxia. A treated patient who is afebrile,
+      normotensive and off oxygen scores 0, which ends the episode; afebrile hypotension or
+      hypoxia later opens a new episode, unless marked as having another cause (R-CRS-6).
     - R-CRS-3: the grade is the more severe of hypotension and hypoxia (at least 1).
     - R-CRS-5/6: organ toxicity does not enter; findings with another cause are not CRS.
     - R-CRS-7: death from CRS is grade 5.

@@ -356,6 +356,11 @@ class Manager:
         per = per.set_index("patient").reindex(self.patient_ids)
         severe = ((g["crs_astct"] >= 3) | (g["icans_astct"] >= 3))
         icu = (g[severe].groupby("patient")["day"].nunique() * self.interval_h / 24).reindex(self.patient_ids)
+        if "vasopressors" in g:
+            support = g.assign(oxygen=grading.oxygen_support_level(g["oxygen_device"])).groupby("patient")
+            most = support[["vasopressors", "oxygen"]].max().reindex(self.patient_ids).fillna(0).astype(int)
+        else:
+            most = pd.DataFrame(0, index=self.patient_ids, columns=["vasopressors", "oxygen"])
         out = pd.DataFrame({
             "crs_max_grade": per["crs_max_grade"].fillna(0).astype(int).to_numpy(),
             "crs_onset_day": per["crs_onset_day"].to_numpy(),
@@ -370,6 +375,10 @@ class Manager:
             **{f"{kind}_days": np.array([len(d) for d in days]) for kind, days in self.days_given.items()},
             "rimiducid_given": self.rimiducid_given.astype(int),
             "icu_days": icu.fillna(0.0).to_numpy(),
+            # the most support the bedside needed: vasopressors at once (2: several, Penn's
+            # high-dose) and oxygen (grading.oxygen_support_level: 3 is positive pressure)
+            "vasopressors_max": most["vasopressors"].to_numpy(),
+            "oxygen_support_max": most["oxygen"].to_numpy(),
             "tocilizumab_response": self._tocilizumab_response(g),
         })
         return out
