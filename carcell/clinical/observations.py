@@ -58,7 +58,9 @@ COLUMNS: dict[str, Column] = {
     "fio2": Column("float", np.nan, "inspired oxygen fraction, 0.21-1", 0.21, 1.0),
     "positive_pressure_for_other_reason": Column(
         "bool", False, "CPAP/BiPAP/ventilation not for CRS hypoxia (airway protection in ICANS, sleep apnoea)"),
-    "crs_alternative_cause": Column("bool", False, "fever, hypotension and hypoxia are attributed to another cause (sepsis...)"),
+    "crs_alternative_cause": Column(
+        "bool", False, "fever, hypotension and hypoxia are attributed to another cause (sepsis...); needed "
+        "too after a treated CRS, whose later hypotension or hypoxia is CRS without fever"),
     "organ_toxicity_grade": Column("int", 0, "highest CTCAE grade of CRS-related organ toxicity, not transaminases", 0, 4),
     "transaminitis_grade": Column("int", 0, "CTCAE grade of transaminase rise", 0, 4),
     "creatinine_grade": Column("int", 0, "CTCAE grade of creatinine rise", 0, 4),
