@@ -134,8 +134,7 @@ class CrsEpisodes:
         # course (R-CRS-2): afebrile hypotension or hypoxia then continues or reopens CRS
         masked = self.masked[who] | (on & treated)
         grade = np.where(fever, np.maximum(1, organ), np.where(masked & (organ > 0), organ, 0))
-        ended = (grade == 0) & ~fever
-        self.on[who] = (on | (grade > 0)) & ~ended
+        self.on[who] = grade > 0      # fever always grades >= 1, so a grade 0 ends the episode
         self.masked[who] = masked
         return grade
 

@@ -348,7 +348,7 @@ class Manager:
     def patient_table(self) -> pd.DataFrame:
         """Per patient: maximum grades, onset, duration, drugs, ICU days (from the graded series)."""
         g = pd.concat(self.grades, ignore_index=True) if self.grades else pd.DataFrame(
-            columns=["patient", "day", "crs_astct", "icans_astct"])
+            columns=["patient", "day", "crs_astct", "icans_astct", "vasopressors", "oxygen_device"])
         g = g.sort_values(["patient", "day"], kind="stable").reset_index(drop=True)
         g["crs_episode"] = grading.episode_numbers(g["patient"].to_numpy(), g["crs_astct"].to_numpy() > 0)
         g["icans_episode"] = grading.episode_numbers(g["patient"].to_numpy(), g["icans_astct"].to_numpy() > 0)
@@ -356,11 +356,8 @@ class Manager:
         per = per.set_index("patient").reindex(self.patient_ids)
         severe = ((g["crs_astct"] >= 3) | (g["icans_astct"] >= 3))
         icu = (g[severe].groupby("patient")["day"].nunique() * self.interval_h / 24).reindex(self.patient_ids)
-        if "vasopressors" in g:
-            support = g.assign(oxygen=grading.oxygen_support_level(g["oxygen_device"])).groupby("patient")
-            most = support[["vasopressors", "oxygen"]].max().reindex(self.patient_ids).fillna(0).astype(int)
-        else:
-            most = pd.DataFrame(0, index=self.patient_ids, columns=["vasopressors", "oxygen"])
+        support = g.assign(oxygen=grading.oxygen_support_level(g["oxygen_device"])).groupby("patient")
+        most = support[["vasopressors", "oxygen"]].max().reindex(self.patient_ids).astype(float).fillna(0).astype(int)
         out = pd.DataFrame({
             "crs_max_grade": per["crs_max_grade"].fillna(0).astype(int).to_numpy(),
             "crs_onset_day": per["crs_onset_day"].to_numpy(),
