@@ -8,6 +8,7 @@ check mechanisms, not rates.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from carcell.cohort import run_cohort
-from carcell.errors import ScenarioError
+from carcell.errors import KnowledgeError, ScenarioError
 from carcell.knowledge import load_knowledge
 from carcell.scenario.load import validate_raw
 
@@ -80,7 +81,9 @@ def test_tocilizumab_shortens_and_lowers_crs_but_not_icans():
 
 def _response_from_events(ev, patient_id) -> float:
     """The FDA's tocilizumab response (Le 2018) read off a patient's event log: the first dose
-    given while CRS was graded, CRS back to grade 0 within 14 days of it, at most 2 doses."""
+    given while CRS was graded, CRS back to grade 0 within 14 days of it and staying 0 for a
+    day (the event log holds grade changes, so: no change back above 0 within a day), at most
+    2 doses up to then."""
     mine = ev[ev["patient_id"] == patient_id]
     crs = mine[mine["event"] == "crs_grade"].sort_values("day", kind="stable")
     doses = np.sort(mine[(mine["event"] == "drug") & mine["detail"].str.startswith("tocilizumab")]["day"].to_numpy())
@@ -88,8 +91,13 @@ def _response_from_events(ev, patient_id) -> float:
     during = [d for d, g in zip(doses, grade_at) if g >= 1]
     if not during:
         return np.nan
-    resolved = crs[(crs["day"] > during[0]) & (crs["value"] == 0)]["day"]
-    end = resolved.iloc[0] if len(resolved) else np.inf
+    days, grades = crs["day"].to_numpy(), crs["value"].to_numpy()
+    end = np.inf
+    for k in np.flatnonzero((days > during[0]) & (grades == 0)):
+        back = days[(days > days[k]) & (grades > 0)]
+        if not back.size or back[0] - days[k] >= 1.0 - 1e-9:
+            end = days[k]
+            break
     return float(end - during[0] <= 14 and ((doses >= during[0]) & (doses <= end)).sum() <= 2)
 
 
@@ -105,6 +113,29 @@ def test_tocilizumab_response_follows_the_fda_definition():
     weak = _run("toci_too_little").patients
     assert weak["tocilizumab_response"].notna().sum() >= 10
     assert weak["tocilizumab_response"].mean() < p["tocilizumab_response"].mean() - 0.3
+
+
+def test_a_dip_of_one_assessment_is_not_a_resolution():
+    """CRS graded 0 at one assessment and back 12 h later has not resolved; 24 h free has."""
+    from carcell.clinical.management import _sustained_resolution
+    days = np.arange(0, 6.0, 0.5)
+    crs = np.array([1, 2, 2, 0, 1, 1, 0, 0, 0, 1, 0, 0])
+    # day 1.5 is graded 0 but CRS is back at day 2; from day 3 it stays 0 through day 4
+    assert _sustained_resolution(days, crs, after=0.0) == 3.0
+    assert _sustained_resolution(days, crs, after=4.5) == 5.0             # free to the record's end
+    assert _sustained_resolution(np.array([0.0, 0.5]), np.array([1, 0]), after=0.0) == 0.5
+    assert _sustained_resolution(days[:3], crs[:3], after=0.0) == np.inf  # never resolved
+
+def test_vasopressor_levels_out_of_order_are_refused():
+    """Several vasopressors below the one-vasopressor level would grade nonsense: the sign model
+    refuses it, naming both entries."""
+    from carcell.clinical.signs import SignModel
+    k = load_knowledge()
+    assert SignModel.from_knowledge(k).several_vasopressors_level > SignModel.from_knowledge(k).leak_levels[1]
+    k.tree = copy.deepcopy(k.tree)
+    k.node("toxicity.signs.several_vasopressors_level")["value"] = 0.5
+    with pytest.raises(KnowledgeError, match="several_vasopressors_level.*leak_levels|leak_levels.*several_vasopressors_level"):
+        SignModel.from_knowledge(k)
 
 
 def test_summary_of_a_table_without_the_response_column():

@@ -43,6 +43,9 @@ DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasa
 STEROIDS = ("dexamethasone", "methylprednisolone")
 PER_KG = ("tocilizumab", "rimiducid")          # dosed in mg/kg; the others in mg
 #: drugs whose treatment days are counted per patient, and the output column that counts them
+# how long CRS must stay graded 0 to count as resolved in the tocilizumab-response measure
+# (assumption, see Manager._tocilizumab_response)
+RESOLVED_FOR_DAYS = 1.0
 COUNTED_DAYS = {"steroid": STEROIDS, "anakinra": ("anakinra",), "dasatinib": ("dasatinib",)}
 
 
@@ -90,6 +93,16 @@ class Protocol:
     source: str
     rules: list[Rule]
     prophylaxis: list[Prophylaxis]
+
+
+def _sustained_resolution(days: np.ndarray, crs: np.ndarray, after: float) -> float:
+    """The first assessment day after `after` graded CRS 0 from which CRS stays 0 for
+    RESOLVED_FOR_DAYS (or to the end of the record); inf if there is none."""
+    for k in np.flatnonzero((days > after) & (crs == 0)):
+        ahead = (days >= days[k]) & (days < days[k] + RESOLVED_FOR_DAYS - 1e-9)
+        if not np.any(crs[ahead] > 0):
+            return float(days[k])
+    return np.inf
 
 
 def _number(node, key: str, where: str, default=None):
@@ -386,8 +399,12 @@ class Manager:
         0 if not, NaN for a patient not given tocilizumab during CRS.
 
         Response: after the first dose given while CRS was graded (ASTCT grade >= 1), CRS
-        resolved (grade 0 at an assessment) within 14 days, with at most 2 tocilizumab doses and
-        no other anti-cytokine drug (anakinra) up to resolution; corticosteroids are allowed.
+        resolved within 14 days, with at most 2 tocilizumab doses and no other anti-cytokine drug
+        (anakinra) up to resolution; corticosteroids are allowed. The analysis took the first
+        episode of CRS only, as a trial's record of it: CRS counts as resolved at an assessment
+        graded 0 after which it stays 0 for RESOLVED_FOR_DAYS (or to the end of the record), so
+        a dip of one assessment before the signs return is not a resolution (an assumption: the
+        abstract does not say how long resolution had to last).
         """
         out = np.full(len(self.patient_ids), np.nan)
         if g.empty:
@@ -404,8 +421,7 @@ class Manager:
             if during.size == 0:
                 continue
             first = during[0]
-            resolved = days[(days > first) & (crs == 0)]
-            end = resolved[0] if resolved.size else np.inf
+            end = _sustained_resolution(days, crs, first)
             anakinra = any(np.floor(first) <= d <= end for d in self.days_given["anakinra"][i])
             out[i] = float(end - first <= 14.0 and np.sum((doses >= first) & (doses <= end)) <= 2 and not anakinra)
         return out
