@@ -18,6 +18,8 @@ Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``
   ``toxicity.variability.leak_il6_half``: hypotension and hypoxia (CRS grade >= 2-3, drug use);
 - ``toxicity.signs.leak_endothelial_half``: how much endothelial activation adds to the leak,
   which tocilizumab does not block (CRS that outlasts it: tocilizumab response);
+- ``toxicity.signs.several_vasopressors_level``: the leak at which hypotension needs several
+  vasopressors (ELIANA's high-dose vasopressors, Levine 2021 Table 5);
 - ``costim.CD28.multipliers.ifng_secretion``: how much more cytokine a CD28 CAR T cell releases
   per engaged cell than a 4-1BB one (the reference, 1). The direction is sourced (Cappell &
   Kochenderfer 2021, doi:10.1038/s41571-021-00530-z; Kawalekar 2016); its size is what separates
@@ -74,6 +76,7 @@ PARAMS = {
     "toxicity.signs.leak_il6_half": (50.0, 5e4),
     "toxicity.variability.leak_il6_half": (0.1, 2.0),
     "toxicity.signs.leak_endothelial_half": (1e-3, 100.0),
+    "toxicity.signs.several_vasopressors_level": (0.56, 0.99),   # above the one-vasopressor level, 0.55
     "toxicity.variability.il6_max": (0.1, 1.5),
     "toxicity.endothelium.half_activation": (50.0, 2e4),
     "toxicity.endothelium.injury_half": (0.01, 1e9),

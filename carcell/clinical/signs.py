@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from carcell.clinical.observations import COLUMNS
+from carcell.errors import KnowledgeError
 from carcell.knowledge import Knowledge
 from carcell.model.rhs import il6_receptor_occupancy
 from carcell.model.states import INDEX, Params
@@ -38,7 +39,8 @@ class SignModel:
     fever_rise: float
     leak_hill: float
     leak_endothelial_half: float
-    leak_levels: tuple[float, float, float, float]
+    leak_levels: tuple[float, float, float]
+    several_vasopressors_level: float
     hypoxia_offset: float
     icans_hill: float
     consciousness_levels: tuple[float, float, float, float]
@@ -48,12 +50,20 @@ class SignModel:
     @classmethod
     def from_knowledge(cls, k: Knowledge) -> SignModel:
         s = "toxicity.signs"
+        levels = k.value(f"{s}.leak_levels")
+        several = float(k.value(f"{s}.several_vasopressors_level"))
+        if len(levels) != 3 or not 0 < levels[0] < levels[1] < several <= 1 or not levels[1] < levels[2] <= 1:
+            raise KnowledgeError(
+                f"{s}.leak_levels {list(levels)} and {s}.several_vasopressors_level {several}: give three "
+                "rising levels in (0, 1] (fluids, one vasopressor, positive pressure) and a "
+                "several-vasopressor level above the one-vasopressor level")
         return cls(
             baseline_c=float(k.value(f"{s}.baseline_temperature")),
             fever_rise=float(k.value(f"{s}.fever_max_rise")),
             leak_hill=float(k.value(f"{s}.leak_hill")),
             leak_endothelial_half=float(k.value(f"{s}.leak_endothelial_half")),
-            leak_levels=tuple(float(v) for v in k.value(f"{s}.leak_levels")),
+            leak_levels=tuple(float(v) for v in levels),
+            several_vasopressors_level=several,
             hypoxia_offset=float(k.value(f"{s}.hypoxia_offset")),
             icans_hill=float(k.value(f"{s}.icans_hill")),
             consciousness_levels=tuple(float(v) for v in k.value(f"{s}.consciousness_levels")),
@@ -78,7 +88,8 @@ def observe(model: SignModel, y: np.ndarray, p: Params, patient_ids: np.ndarray,
     temperature = model.baseline_c + model.fever_rise * _hill(signal, p.fever_il6_half, 2.0)
     endothelium = np.maximum(y[:, INDEX["endothelial_activation"]], 0.0)
     leak = _hill(signal / p.leak_il6_half + endothelium / model.leak_endothelial_half, 1.0, model.leak_hill)
-    l0, l1, l2, l3 = model.leak_levels
+    l0, l1, l3 = model.leak_levels
+    l2 = model.several_vasopressors_level
     off = model.hypoxia_offset
     vasopressors = np.select([leak >= l2, leak >= l1], [2, 1], 0)
     device = np.select([leak >= l3, leak >= l1 + off, leak >= l0 + off],
