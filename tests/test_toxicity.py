@@ -447,3 +447,11 @@ def test_toxicity_fit_writer_updates_every_fitted_value_and_its_note(tmp_path):
         assert "9 evaluations, objective 3 -> 2, converged (test);" in written.node(p)["note"], p
     untouched = "toxicity.signs.fever_max_rise"
     assert written.value(untouched) == k.value(untouched)
+    # an assumed entry fitted for the first time becomes a fit and keeps its prior in the note
+    first = "toxicity.signs.leak_hill"
+    assert k.node(first)["source"] == "assumption"
+    ct.write_fit({first: 2.5}, "7 evaluations, objective 5 -> 4, converged (test)", root=data)
+    node = Knowledge(data).node(first)
+    assert node["value"] == 2.5 and node["source"] == "fit"
+    assert "7 evaluations, objective 5 -> 4, converged (test);" in node["note"]
+    assert f"prior was {k.value(first):g}: {k.node(first)['note']}" in node["note"]

@@ -102,7 +102,9 @@ FIT_SUMMARY = r"\d+ evaluations, objective [0-9.]+ -> [0-9.]+, [^;]*;"
 def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> None:
     """Write fitted values into the knowledge files under ``root``, keeping their layout and
     comments: each node's ``value:`` line is replaced and the fit summary in its note
-    ("N evaluations, objective A -> B, ...;") is brought up to date."""
+    ("N evaluations, objective A -> B, ...;") is brought up to date. A block entry fitted for the
+    first time (``source: assumption``, no summary yet) becomes ``source: fit``, its note saying
+    who fitted it, the summary, and the prior value with the old note."""
     for path, value in values.items():
         file, keys = knowledge_file(path, root)
         lines = file.read_text().splitlines(keepends=True)
@@ -113,11 +115,15 @@ def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> 
                 raise SystemExit(f"{file}: {path} not found")
             indent += "  "
         # the node is a block (value:, note: lines below it) or a flow mapping on its own line
-        block = [at] if "{value:" in lines[at] else list(range(at + 1, len(lines)))
+        if "{value:" in lines[at]:
+            block = [at]
+        else:
+            end = next((i for i in range(at + 1, len(lines)) if not lines[i].startswith(indent)), len(lines))
+            block = list(range(at + 1, end))
+        if not any(re.search(FIT_SUMMARY, lines[i]) for i in block):
+            _first_fit(lines, block, file, path)
         written = summarised = 0
         for i in block:
-            if i > at and not lines[i].startswith(indent):
-                break
             lines[i], n = re.subn(r"((?:^\s+|\{)value: )[^,\n]+", rf"\g<1>{value:.4g}", lines[i])
             written += n
             lines[i], n = re.subn(FIT_SUMMARY, summary.replace("\\", "\\\\") + ";", lines[i])
@@ -127,6 +133,26 @@ def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> 
                              f"found {written} and {summarised}")
         file.write_text("".join(lines))
         print(f"  wrote {path} = {value:.4g} into {file.relative_to(root)}")
+
+
+def _first_fit(lines: list[str], block: list[int], file: Path, path: str) -> None:
+    """Turn an assumed block entry into a fitted one, in place: ``source: fit`` and a note that
+    names this script, holds a placeholder summary for write_fit to fill, and keeps the prior."""
+    source = [i for i in block if re.match(r"\s+source: assumption\s*$", lines[i])]
+    note = [i for i in block if re.match(r"\s+note: ", lines[i])]
+    value = [i for i in block if re.match(r"\s+value: ", lines[i])]
+    if len(source) != 1 or len(note) != 1 or len(value) != 1:
+        raise SystemExit(f"{file}: {path}: has no fit summary in its note and is not an assumed block entry "
+                         "(value:, source: assumption, note:) that a first fit could take over")
+    prior = lines[value[0]].split("value:", 1)[1].strip()
+    text = lines[note[0]].split("note:", 1)[1].strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    text = text.replace('"', "'")
+    lead = lines[note[0]].split("note:", 1)[0]
+    lines[source[0]] = lines[source[0]].replace("assumption", "fit")
+    lines[note[0]] = (f'{lead}note: "fitted by validation/calibrate_toxicity.py (its docstring gives the method '
+                      f'and targets); 0 evaluations, objective 0 -> 0, first fit; prior was {prior}: {text}"\n')
 
 
 def trial_measures(args: tuple[dict, dict[str, float], int, bool, int]) -> dict[str, float]:
