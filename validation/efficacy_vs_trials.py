@@ -4,7 +4,8 @@ For each trial with a bundled calibration (carcell/knowledge/data/calibrations),
 example is re-simulated (N patients, the seed given here, not the calibration's) and every
 target of validation/targets/efficacy_*.yaml is printed with the trial's 95% interval; then
 the trial's other published endpoints that were not fitted (overall survival, safety) as a
-check out of sample.
+check out of sample. Safety is simulated on the same patients under the trial's own management
+(validation/targets/toxicity.yaml ``protocol``), as in the toxicity validation.
 
     python validation/efficacy_vs_trials.py [--n 300] [--seed 20261129] [--trials ZUMA-1 KarMMa]
 
@@ -29,6 +30,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 W = 32   # width of the endpoint column (car_cells_per_ul_day_14_median and the like)
 sys.path.insert(0, str(HERE))
+from calibrate_toxicity import FOLLOW_UP_DAYS  # noqa: E402
 from toxicity_measures import agrees, interval, simulated  # noqa: E402
 
 # kinetics published per trial (../shared/reference/trials.yaml): column, responders only?, value
@@ -83,7 +85,17 @@ def main(argv=None) -> int:
         infused = patients[patients["infused"]]
         safety = load_yaml(HERE / "targets" / "toxicity.yaml").get(name)
         if safety:   # safety on the trial's own scale (fitted in the toxicity calibration, issue 4)
-            sim = simulated(infused, safety["crs_scale"])
+            protocol = safety.get("protocol", "asco2021")
+            treated = infused
+            if protocol != sc.regimen.protocol:   # the same patients under the trial's own management
+                sc_safety = load_scenario(ROOT / scenario, [
+                    *sets, f"population.n={args.n}", f"population.seed={args.seed}",
+                    f"population.calibration={calibration}", f"regimen.protocol={protocol}",
+                    f"trial.follow_up_days={FOLLOW_UP_DAYS}"])
+                treated = run_trial(sc_safety).patients
+                treated = treated[treated["infused"]]
+            print(f"safety under the trial's management (protocol {protocol}):")
+            sim = simulated(treated, safety["crs_scale"])
             for m, target in safety.items():
                 if not isinstance(target, dict) or agrees(m, sim[m], target, int(safety["infused"])) is None:
                     continue
