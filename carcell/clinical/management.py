@@ -42,10 +42,10 @@ _WHEN = re.compile(rf"^\s*({'|'.join(sorted(WHEN_SCALES, key=len, reverse=True))
 DRUGS = ("tocilizumab", "dexamethasone", "methylprednisolone", "anakinra", "dasatinib", "rimiducid")
 STEROIDS = ("dexamethasone", "methylprednisolone")
 PER_KG = ("tocilizumab", "rimiducid")          # dosed in mg/kg; the others in mg
-#: drugs whose treatment days are counted per patient, and the output column that counts them
-# how long CRS must stay graded 0 to count as resolved in the tocilizumab-response measure
-# (assumption, see Manager._tocilizumab_response)
+#: how long CRS must stay graded 0 to count as resolved in the tocilizumab-response measure
+#: (days; an assumption, see Manager._tocilizumab_response)
 RESOLVED_FOR_DAYS = 1.0
+#: drugs whose treatment days are counted per patient, and the output column that counts them
 COUNTED_DAYS = {"steroid": STEROIDS, "anakinra": ("anakinra",), "dasatinib": ("dasatinib",)}
 
 
