@@ -55,7 +55,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toxicity_measures import discrepancy, simulated  # noqa: E402
+from toxicity_measures import discrepancy, management_sets, simulated  # noqa: E402
 
 from carcell.cohort import run_cohort  # noqa: E402
 from carcell.io.yamlio import load_yaml  # noqa: E402
@@ -85,7 +85,6 @@ PARAMS = {
     "toxicity.variability.icans_half": (0.1, 2.0),
     "costim.CD28.multipliers.ifng_secretion": (1.0, 10.0),
 }
-FOLLOW_UP_DAYS = 35   # CRS and ICANS are graded to day 28
 
 
 def set_params(values: dict[str, float]) -> None:
@@ -121,7 +120,7 @@ def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> 
             end = next((i for i in range(at + 1, len(lines)) if not lines[i].startswith(indent)), len(lines))
             block = list(range(at + 1, end))
         if not any(re.search(FIT_SUMMARY, lines[i]) for i in block):
-            _first_fit(lines, block, file, path)
+            _first_fit(lines, block, file, path, summary)
         written = summarised = 0
         for i in block:
             lines[i], n = re.subn(r"((?:^\s+|\{)value: )[^,\n]+", rf"\g<1>{value:.4g}", lines[i])
@@ -135,9 +134,9 @@ def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> 
         print(f"  wrote {path} = {value:.4g} into {file.relative_to(root)}")
 
 
-def _first_fit(lines: list[str], block: list[int], file: Path, path: str) -> None:
+def _first_fit(lines: list[str], block: list[int], file: Path, path: str, summary: str) -> None:
     """Turn an assumed block entry into a fitted one, in place: ``source: fit`` and a note that
-    names this script, holds a placeholder summary for write_fit to fill, and keeps the prior."""
+    names this script, gives the fit's summary and keeps the prior."""
     source = [i for i in block if re.match(r"\s+source: assumption\s*$", lines[i])]
     note = [i for i in block if re.match(r"\s+note: ", lines[i])]
     value = [i for i in block if re.match(r"\s+value: ", lines[i])]
@@ -152,7 +151,7 @@ def _first_fit(lines: list[str], block: list[int], file: Path, path: str) -> Non
     lead = lines[note[0]].split("note:", 1)[0]
     lines[source[0]] = lines[source[0]].replace("assumption", "fit")
     lines[note[0]] = (f'{lead}note: "fitted by validation/calibrate_toxicity.py (its docstring gives the method '
-                      f'and targets); 0 evaluations, objective 0 -> 0, first fit; prior was {prior}: {text}"\n')
+                      f'and targets); {summary}; prior was {prior}: {text}"\n')
 
 
 def trial_measures(args: tuple[dict, dict[str, float], int, bool, int]) -> dict[str, float]:
@@ -160,7 +159,7 @@ def trial_measures(args: tuple[dict, dict[str, float], int, bool, int]) -> dict[
     and the next ones), pooled."""
     trial, values, n, calibrated, seeds = args
     set_params(values)
-    sets = [f"population.n={n}", f"trial.follow_up_days={FOLLOW_UP_DAYS}", f"regimen.protocol={trial.get('protocol', 'asco2021')}"]
+    sets = [f"population.n={n}", *management_sets(trial)]
     if calibrated:
         sets.append(f"population.calibration={trial['calibration']}")
     first = load_scenario(ROOT / trial["example"], sets).population.seed

@@ -30,8 +30,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 W = 32   # width of the endpoint column (car_cells_per_ul_day_14_median and the like)
 sys.path.insert(0, str(HERE))
-from calibrate_toxicity import FOLLOW_UP_DAYS  # noqa: E402
-from toxicity_measures import agrees, interval, simulated  # noqa: E402
+from toxicity_measures import DEFAULT_PROTOCOL, agrees, interval, management_sets, simulated  # noqa: E402
 
 # kinetics published per trial (../shared/reference/trials.yaml): column, responders only?, value
 KINETICS = {
@@ -65,8 +64,8 @@ def main(argv=None) -> int:
         if calibration not in shipped:
             print(f"\n{name}: no bundled calibration {calibration!r} yet; skipped")
             continue
-        sc = load_scenario(ROOT / scenario, [*sets, f"population.n={args.n}", f"population.seed={args.seed}",
-                                             f"population.calibration={calibration}"])
+        cohort = [*sets, f"population.n={args.n}", f"population.seed={args.seed}", f"population.calibration={calibration}"]
+        sc = load_scenario(ROOT / scenario, cohort)
         ts = load_targets(HERE / "targets" / targets)
         patients = with_levels(run_trial(sc), ts)
         table = check_table(patients[patients["infused"]], ts)
@@ -85,14 +84,10 @@ def main(argv=None) -> int:
         infused = patients[patients["infused"]]
         safety = load_yaml(HERE / "targets" / "toxicity.yaml").get(name)
         if safety:   # safety on the trial's own scale (fitted in the toxicity calibration, issue 4)
-            protocol = safety.get("protocol", "asco2021")
+            protocol = safety.get("protocol", DEFAULT_PROTOCOL)
             treated = infused
             if protocol != sc.regimen.protocol:   # the same patients under the trial's own management
-                sc_safety = load_scenario(ROOT / scenario, [
-                    *sets, f"population.n={args.n}", f"population.seed={args.seed}",
-                    f"population.calibration={calibration}", f"regimen.protocol={protocol}",
-                    f"trial.follow_up_days={FOLLOW_UP_DAYS}"])
-                treated = run_trial(sc_safety).patients
+                treated = run_trial(load_scenario(ROOT / scenario, [*cohort, *management_sets(safety)])).patients
                 treated = treated[treated["infused"]]
             print(f"safety under the trial's management (protocol {protocol}):")
             sim = simulated(treated, safety["crs_scale"])

@@ -16,6 +16,18 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+#: follow-up of the toxicity runs (days): CRS and ICANS are graded to day 28
+FOLLOW_UP_DAYS = 35
+#: management for a trial whose own is not published (validation/targets/toxicity.yaml ``protocol``)
+DEFAULT_PROTOCOL = "asco2021"
+
+
+def management_sets(trial: dict) -> list[str]:
+    """``--set`` overrides that run a trial's example as the toxicity targets are measured: the
+    follow-up and the trial's own management."""
+    return [f"trial.follow_up_days={FOLLOW_UP_DAYS}", f"regimen.protocol={trial.get('protocol', DEFAULT_PROTOCOL)}"]
+
+
 #: spread allowed around a trial's median onset or duration (days): the trials report medians
 #: of about 100 patients with wide ranges; 1 day (onset) and 1.5 days (duration) are assumptions
 MEDIAN_SD_DAYS = {"crs_onset_median_days": 1.0, "crs_duration_median_days": 1.5}

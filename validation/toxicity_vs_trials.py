@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toxicity_measures import agrees, discrepancy, interval, simulated  # noqa: E402
+from toxicity_measures import agrees, discrepancy, interval, management_sets, simulated  # noqa: E402
 
 from carcell.cohort import run_cohort  # noqa: E402
 from carcell.design.compile import compile_chunk  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     inside = total = 0
     objective = 0.0
     for trial, t in targets.items():
-        sets = [f"population.n={n}", f"population.seed={args.seed}", "trial.follow_up_days=35", f"regimen.protocol={t.get('protocol', 'asco2021')}"]
+        sets = [f"population.n={n}", f"population.seed={args.seed}", *management_sets(t)]
         if args.calibrated:
             sets.append(f"population.calibration={t['calibration']}")
         sc = load_scenario(ROOT / t["example"], sets)
