@@ -455,3 +455,36 @@ def test_toxicity_fit_writer_updates_every_fitted_value_and_its_note(tmp_path):
     assert node["value"] == 2.5 and node["source"] == "fit"
     assert "7 evaluations, objective 5 -> 4, converged (test);" in node["note"]
     assert f"prior was {k.value(first):g}: {k.node(first)['note']}" in node["note"]
+
+
+def test_chance_of_no_difference_matches_a_simulated_study():
+    """validation/toxicity_measures.chance_of_no_difference, computed exactly over every pair of
+    counts, against studies drawn at random and tested with scipy's own chi-squared test (no
+    continuity correction); with equal rates it is one minus the test's size, about 0.95; it
+    falls as the rates part."""
+    from scipy.stats import chi2_contingency
+    from toxicity_measures import chance_of_no_difference
+
+    rng = np.random.default_rng(7)
+    for with_, without, n1, n0 in [(0.5, 0.5, 262, 90), (0.45, 0.35, 262, 90), (0.3, 0.2, 60, 40)]:
+        exact = chance_of_no_difference(with_, without, n1, n0)
+        draws = 2000
+        same = 0
+        for k1, k0 in zip(rng.binomial(n1, with_, draws), rng.binomial(n0, without, draws)):
+            table = np.array([[k1, n1 - k1], [k0, n0 - k0]])
+            same += chi2_contingency(table, correction=False).pvalue >= 0.05
+        se = np.sqrt(exact * (1 - exact) / draws)
+        assert abs(same / draws - exact) < 4 * se + 1e-3, (with_, without, exact, same / draws)
+    assert chance_of_no_difference(0.4, 0.4, 262, 90) == pytest.approx(0.95, abs=0.01)
+    chances = [chance_of_no_difference(0.4 + d, 0.4, 262, 90) for d in (0.0, 0.05, 0.1, 0.2, 0.3)]
+    assert all(a > b for a, b in zip(chances, chances[1:])) and chances[-1] < 0.01
+
+
+def test_response_by_crs_reads_each_group():
+    from toxicity_measures import response_by_crs
+
+    p = pd.DataFrame({"solver_status": ["ok"] * 5 + ["failed"],
+                      "crs_max_grade": [0, 0, 1, 2, 3, 0],
+                      "best_response": ["CR", "PD", "PR", "CR", "SD", "CR"]})
+    assert response_by_crs(p, ["CR"]) == (pytest.approx(1 / 3), pytest.approx(0.5))
+    assert response_by_crs(p, ["CR", "PR"]) == (pytest.approx(2 / 3), pytest.approx(0.5))

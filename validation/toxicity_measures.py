@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest, norm
 
 #: follow-up of the toxicity runs (days): CRS and ICANS are graded to day 28
 FOLLOW_UP_DAYS = 35
@@ -102,3 +102,30 @@ def agrees(measure: str, model: float, target: dict, size: int) -> bool | None:
     if target.get("compare") == "upper_bound":
         return model <= high
     return low <= model <= high
+
+
+def chance_of_no_difference(rate_with: float, rate_without: float, n_with: int, n_without: int,
+                            level: float = 0.05) -> float:
+    """Probability that a study with ``n_with`` and ``n_without`` patients, whose true response
+    rates are ``rate_with`` and ``rate_without``, finds no significant difference between them:
+    a two-sided Pearson chi-squared test (two-proportion z-test, pooled variance, no continuity
+    correction) at ``level``. Computed exactly over every pair of counts; a table whose pooled
+    rate is 0 or 1 shows no difference."""
+    k1, k2 = np.arange(n_with + 1)[:, None], np.arange(n_without + 1)[None, :]
+    pooled = (k1 + k2) / (n_with + n_without)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n_with + 1 / n_without))
+    diff = np.abs(k1 / n_with - k2 / n_without)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, diff / se, 0.0)
+    same = z < norm.ppf(1 - level / 2)
+    weight = binom.pmf(k1, n_with, rate_with) * binom.pmf(k2, n_without, rate_without)
+    return float((weight * same).sum())
+
+
+def response_by_crs(p: pd.DataFrame, responses: list[str]) -> tuple[float, float]:
+    """Share of patients whose best response is in ``responses``, among those with CRS (any
+    grade, ASTCT) and those without."""
+    ok = p[p["solver_status"] == "ok"]
+    crs = (ok["crs_max_grade"] >= 1).to_numpy()
+    hit = ok["best_response"].isin(responses).to_numpy()
+    return float(hit[crs].mean()), float(hit[~crs].mean())
