@@ -182,6 +182,28 @@ def test_level_on_a_day_is_read_from_the_trajectories_and_interpolated():
     assert median in set(x[:, i7])
 
 
+def test_response_difference_by_crs_is_weighted_within_each_group(tmp_path):
+    """RESPONSE_difference_by_crs: the (weighted) response rate among patients with CRS minus
+    among those without; NaN when a group is empty; a target of it must give its ci95."""
+    from carcell.errors import ScenarioError
+    from carcell.trial.calibrate import load_targets
+
+    df = pd.DataFrame({"crs_max_grade": [0, 0, 1, 2, 3],
+                       "best_response": ["CR", "PD", "PR", "CR", "SD"]})
+    assert measure(df, "cr_difference_by_crs") == pytest.approx(1 / 3 - 1 / 2)
+    assert measure(df, "orr_difference_by_crs") == pytest.approx(2 / 3 - 1 / 2)
+    w = np.array([0.1, 0.3, 0.2, 0.2, 0.2])     # the CR without CRS weighs a quarter of its group
+    assert measure(df, "cr_difference_by_crs", w) == pytest.approx(1 / 3 - 1 / 4)
+    assert np.isnan(measure(df.assign(crs_max_grade=1), "cr_difference_by_crs"))
+    path = tmp_path / "t.yaml"
+    path.write_text("trial: t\nparameters: {k_kill: 1.0}\n"
+                    "targets:\n  cr_difference_by_crs: {value: 0.0, n: 352, source: test}\n")
+    with pytest.raises(ScenarioError, match="cr_difference_by_crs.*ci95"):
+        load_targets(path)
+    path.write_text(path.read_text().replace("n: 352", "ci95: [-0.18, 0.18]"))
+    assert load_targets(path).targets[0].se() == pytest.approx(0.18 / 1.96)
+
+
 @pytest.mark.parametrize("name,expected", [
     ("car_cells_per_litre_day_7_median", "'car_cells_per_litre' is not a trajectory quantity"),
     ("car_cells_per_ul_day_7_mean", "unknown measure"),

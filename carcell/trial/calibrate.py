@@ -110,6 +110,9 @@ def load_targets(path: Path) -> TargetSet:
         if t.get("n") is None and t.get("ci95") is None:
             raise ScenarioError(f"{path}: targets.{name} needs 'n' (patients) or 'ci95' [low, high] for its uncertainty")
         measure_name_check(name, path)
+        if BY_CRS.match(name) and t.get("ci95") is None:
+            raise ScenarioError(f"{path}: targets.{name} is a difference between two groups; give its 'ci95' "
+                                "[low, high] (a single 'n' does not say how large each group was)")
         targets.append(Target(name, float(t["value"]), t.get("n"), tuple(t["ci95"]) if t.get("ci95") else None,
                               str(t["source"]), str(t.get("note", ""))))
     return TargetSet(str(node.get("trial", path.stem)), {p: float(w) for p, w in params.items()}, targets,
@@ -127,6 +130,9 @@ _SIMPLE = {
 
 #: a trajectory's level on a day across patients, e.g. car_cells_per_ul_day_7_median
 LEVEL = re.compile(r"^(?P<quantity>[a-z0-9_]+?)_day_(?P<day>\d+(?:\.\d+)?)_(?:median|geomean)$")
+#: a response rate among patients with CRS (any grade, ASTCT) minus among those without, e.g.
+#: cr_difference_by_crs: how closely the toxicity goes with the response
+BY_CRS = re.compile(r"^(?P<response>orr|cr|vgpr_or_better)_difference_by_crs$")
 
 
 def measure_name_check(name: str, where) -> None:
@@ -138,13 +144,15 @@ def measure_name_check(name: str, where) -> None:
                             f"use one of {', '.join(sorted(QUANTITIES))}")
     ok = (name in _SIMPLE or name.startswith(("pfs_at_", "os_at_", "efs_at_"))
           or name in ("pfs_median_days", "os_median_days", "efs_median_days")
-          or name.startswith(("cmax_", "auc_")) and name.endswith(("_geomean", "_median")) or level)
+          or name.startswith(("cmax_", "auc_")) and name.endswith(("_geomean", "_median")) or level
+          or BY_CRS.match(name))
     if not ok:
         raise ScenarioError(f"{where}: targets.{name}: unknown measure; use orr, cr, vgpr_or_better, "
                             "pfs_at_DAYS, os_at_DAYS, efs_at_DAYS, pfs_median_days, os_median_days, "
                             "efs_median_days, COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns, "
-                            "or QUANTITY_day_DAY_median / _geomean for a trajectory's level on a day "
-                            "(e.g. car_cells_per_ul_day_7_median)")
+                            "QUANTITY_day_DAY_median / _geomean for a trajectory's level on a day "
+                            "(e.g. car_cells_per_ul_day_7_median), or RESPONSE_difference_by_crs "
+                            "(orr, cr or vgpr_or_better among patients with CRS minus among those without)")
 
 
 def with_levels(result, targets: TargetSet) -> pd.DataFrame:
@@ -200,6 +208,14 @@ def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
     w = np.full(len(df), 1.0 / len(df)) if w is None else w
     if name in _SIMPLE:
         return float(np.sum(w * _SIMPLE[name](df)))
+    by_crs = BY_CRS.match(name)
+    if by_crs:   # NaN when either group is empty
+        if "crs_max_grade" not in df.columns:
+            raise ScenarioError(f"targets.{name}: the patient table has no crs_max_grade column")
+        hit = _SIMPLE[by_crs["response"]](df)
+        crs = df["crs_max_grade"].to_numpy(float) >= 1
+        rates = [np.sum(w[g] * hit[g]) / np.sum(w[g]) if np.sum(w[g]) > 0 else np.nan for g in (crs, ~crs)]
+        return float(rates[0] - rates[1])
     for ep in ("pfs", "os", "efs"):
         if name.startswith(f"{ep}_at_"):   # event-free share at a day (censoring only at the end)
             day = float(name.removeprefix(f"{ep}_at_"))
@@ -360,14 +376,21 @@ def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | 
     t = fit.table
     y = np.arange(len(t))
     pub = t["published"].to_numpy(float)
-    low, high = t["ci95_low"].to_numpy(float) / pub, t["ci95_high"].to_numpy(float) / pub
+    # a difference (RESPONSE_difference_by_crs, often published as 0) is drawn as 1 + its distance
+    # from the published value; everything else as a ratio to it
+    diff = t["target"].str.fullmatch(BY_CRS.pattern.strip("^$")).to_numpy(bool)
+
+    def scaled(v):
+        return np.where(diff, 1.0 + v - pub, v / np.where(diff, 1.0, pub))
+
+    low, high = scaled(t["ci95_low"].to_numpy(float)), scaled(t["ci95_high"].to_numpy(float))
     ax.errorbar(np.ones(len(t)), y, xerr=np.vstack([1 - low, high - 1]), fmt="ks", capsize=3,
                 label="published (95% CI)")
-    ax.plot(t["model_weighted"].to_numpy(float) / pub, y + 0.15, "C0o", label="reweighted")
+    ax.plot(scaled(t["model_weighted"].to_numpy(float)), y + 0.15, "C0o", label="reweighted")
     if check is not None:
-        ax.plot(check["model"].to_numpy(float) / pub, y - 0.15, "C3^", label="re-simulated")
+        ax.plot(scaled(check["model"].to_numpy(float)), y - 0.15, "C3^", label="re-simulated")
     ax.set_yticks(y, list(t["target"]))
-    ax.set_xlabel("model / published")
+    ax.set_xlabel("model / published (differences: 1 + model - published)")
     ax.legend(fontsize=7)
     ax.set_title(f"fit (ESS {fit.ess:.0f})", fontsize=9)
     fig.tight_layout()
