@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom, binomtest, norm
 
+from carcell.trial.calibrate import rates_by_crs
+
 #: follow-up of the toxicity runs (days): CRS and ICANS are graded to day 28
 FOLLOW_UP_DAYS = 35
 #: management for a trial whose own is not published (validation/targets/toxicity.yaml ``protocol``)
@@ -126,6 +128,4 @@ def response_by_crs(p: pd.DataFrame, responses: list[str]) -> tuple[float, float
     """Share of patients whose best response is in ``responses``, among those with CRS (any
     grade, ASTCT) and those without."""
     ok = p[p["solver_status"] == "ok"]
-    crs = (ok["crs_max_grade"] >= 1).to_numpy()
-    hit = ok["best_response"].isin(responses).to_numpy()
-    return float(hit[crs].mean()), float(hit[~crs].mean())
+    return rates_by_crs(ok, ok["best_response"].isin(responses).to_numpy())

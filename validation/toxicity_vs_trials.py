@@ -58,16 +58,16 @@ def who_has_crs(trial: str, result) -> None:
 
 def crs_and_response(patients: dict[str, pd.DataFrame], study: dict) -> None:
     """Response with and without CRS in the lymphoma arms, beside the real-world study."""
-    n1, n0 = int(study["with_crs"]), int(study["without_crs"])
+    n1, n0, level = int(study["with_crs"]), int(study["without_crs"]), float(study["level"])
     print(f"\nResponse with and without CRS (ASTCT, any grade) in LBCL; {study['source']}: {n1} with CRS and "
           f"{n0} without,\nno significant difference. 'chance': of a study that size finding none, "
-          f"were the model's rates the truth (two-sided, {study['level']:g})\n")
+          f"were the model's rates the truth (two-sided, {level:g})\n")
     print(f"{'trial':8s} {'measure':20s} {'with CRS':>9s} {'without':>8s} {'chance':>8s}  agrees")
     for trial in study["trials"]:
         for measure, responses in study["measures"].items():
             with_, without = response_by_crs(patients[trial], responses)
-            chance = chance_of_no_difference(with_, without, n1, n0, float(study["level"]))
-            agrees_ = "yes" if chance >= float(study["level"]) else "NO"
+            chance = chance_of_no_difference(with_, without, n1, n0, level)
+            agrees_ = "yes" if chance >= level else "NO"
             print(f"{trial:8s} {measure:20s} {with_:9.2f} {without:8.2f} {chance:8.3f}  {agrees_}")
 
 

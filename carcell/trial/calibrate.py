@@ -203,19 +203,27 @@ def _median_time(t: np.ndarray, event: np.ndarray, w: np.ndarray) -> float:
     return float(x[k - 1] + (y[k - 1] - 0.5) / (y[k - 1] - y[k]) * (x[k] - x[k - 1]))
 
 
+def rates_by_crs(df: pd.DataFrame, hit: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:
+    """(Weighted) share of ``hit`` among patients with CRS (any grade, ASTCT) and among those
+    without; NaN for an empty group."""
+    w = np.full(len(df), 1.0 / len(df)) if w is None else w
+    crs = df["crs_max_grade"].to_numpy(float) >= 1
+    with_, without = (float(np.sum(w[g] * hit[g]) / np.sum(w[g])) if np.sum(w[g]) > 0 else float("nan")
+                      for g in (crs, ~crs))
+    return with_, without
+
+
 def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
     """A target's measure on a patient table, optionally weighted (weights sum to 1)."""
     w = np.full(len(df), 1.0 / len(df)) if w is None else w
     if name in _SIMPLE:
         return float(np.sum(w * _SIMPLE[name](df)))
     by_crs = BY_CRS.match(name)
-    if by_crs:   # NaN when either group is empty
+    if by_crs:
         if "crs_max_grade" not in df.columns:
             raise ScenarioError(f"targets.{name}: the patient table has no crs_max_grade column")
-        hit = _SIMPLE[by_crs["response"]](df)
-        crs = df["crs_max_grade"].to_numpy(float) >= 1
-        rates = [np.sum(w[g] * hit[g]) / np.sum(w[g]) if np.sum(w[g]) > 0 else np.nan for g in (crs, ~crs)]
-        return float(rates[0] - rates[1])
+        with_, without = rates_by_crs(df, _SIMPLE[by_crs["response"]](df), w)
+        return with_ - without
     for ep in ("pfs", "os", "efs"):
         if name.startswith(f"{ep}_at_"):   # event-free share at a day (censoring only at the end)
             day = float(name.removeprefix(f"{ep}_at_"))
@@ -378,7 +386,7 @@ def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | 
     pub = t["published"].to_numpy(float)
     # a difference (RESPONSE_difference_by_crs, often published as 0) is drawn as 1 + its distance
     # from the published value; everything else as a ratio to it
-    diff = t["target"].str.fullmatch(BY_CRS.pattern.strip("^$")).to_numpy(bool)
+    diff = np.array([bool(BY_CRS.match(name)) for name in t["target"]])
 
     def scaled(v):
         return np.where(diff, 1.0 + v - pub, v / np.where(diff, 1.0, pub))
