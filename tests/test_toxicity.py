@@ -478,6 +478,10 @@ def test_chance_of_no_difference_matches_a_simulated_study():
     assert chance_of_no_difference(0.4, 0.4, 262, 90) == pytest.approx(0.95, abs=0.01)
     chances = [chance_of_no_difference(0.4 + d, 0.4, 262, 90) for d in (0.0, 0.05, 0.1, 0.2, 0.3)]
     assert all(a > b for a, b in zip(chances, chances[1:])) and chances[-1] < 0.01
+    # as a calibration term: none when the groups respond alike, growing as they part
+    from toxicity_measures import no_difference_deviance
+    deviances = [no_difference_deviance(c) for c in chances]
+    assert deviances[0] == pytest.approx(0.0, abs=0.05) and all(a < b for a, b in zip(deviances, deviances[1:]))
 
 
 def test_response_by_crs_reads_each_group():
@@ -488,3 +492,45 @@ def test_response_by_crs_reads_each_group():
                       "best_response": ["CR", "PD", "PR", "CR", "SD", "CR"]})
     assert response_by_crs(p, ["CR"]) == (pytest.approx(1 / 3), pytest.approx(0.5))
     assert response_by_crs(p, ["CR", "PR"]) == (pytest.approx(2 / 3), pytest.approx(0.5))
+
+
+def _draws_with_correlation(r: float | None, n: int = 4000):
+    """Standard normals of n LBCL patients, with the indication's inflammation correlation set
+    to r (None: the data file's), and the design they were drawn for."""
+    from carcell.design.compile import patient_draws, resolve_design
+
+    k = load_knowledge()
+    if r is not None:
+        k.tree = copy.deepcopy(k.tree)
+        k.node("indications.LBCL.patients.inflammation_correlation")["value"] = r
+    design = resolve_design(validate_raw({**AXI, "population": {"n": n, "seed": 11}}, "draws"), k)
+    return patient_draws(design, np.arange(n)), design
+
+
+def test_host_inflammation_ties_il6_capacity_to_expansion_and_nothing_else():
+    """The myeloid IL-6 capacity's draw correlates with the expansion potential as the data file
+    says (tolerance: 4 standard errors of a sample correlation of 4,000), stays a standard normal,
+    and no other draw moves."""
+    from carcell.design.compile import _FIXED_DRAWS, expansion_potential
+
+    base, design = _draws_with_correlation(0.0)
+    tied, _ = _draws_with_correlation(-0.6)
+    col = _FIXED_DRAWS + design.omega_order.index("il6_max")
+    potential = expansion_potential(design, base)
+    assert np.corrcoef(base[:, col], potential)[0, 1] == pytest.approx(0.0, abs=4 / np.sqrt(4000))
+    se = (1 - 0.36) / np.sqrt(4000)
+    assert np.corrcoef(tied[:, col], potential)[0, 1] == pytest.approx(-0.6, abs=4 * se)
+    assert tied[:, col].mean() == pytest.approx(0.0, abs=4 / np.sqrt(4000))
+    assert tied[:, col].std() == pytest.approx(1.0, abs=0.05)
+    others = np.ones(base.shape[1], bool)
+    others[col] = False
+    np.testing.assert_array_equal(tied[:, others], base[:, others])
+    # faster proliferation means more expansion, faster effector death less
+    z_rho = base[:, _FIXED_DRAWS + design.omega_order.index("rho_effector")]
+    z_death = base[:, _FIXED_DRAWS + design.omega_order.index("d_effector")]
+    assert np.corrcoef(potential, z_rho)[0, 1] > 0 > np.corrcoef(potential, z_death)[0, 1]
+
+
+def test_an_impossible_inflammation_correlation_is_refused():
+    with pytest.raises(KnowledgeError, match="inflammation_correlation.*between -1 and 1"):
+        _draws_with_correlation(-1.0, n=2)

@@ -124,6 +124,13 @@ def chance_of_no_difference(rate_with: float, rate_without: float, n_with: int, 
     return float((weight * same).sum())
 
 
+def no_difference_deviance(chance: float, level: float = 0.05) -> float:
+    """Deviance of a study's finding of no significant difference, given the chance the model
+    gives it (:func:`chance_of_no_difference`): 2 x log(best chance / chance), the best being
+    1 - ``level`` (equal rates). Zero when the model's groups respond alike."""
+    return float(2.0 * np.log((1.0 - level) / max(chance, 1e-12))) if chance < 1.0 - level else 0.0
+
+
 def response_by_crs(p: pd.DataFrame, responses: list[str]) -> tuple[float, float]:
     """Share of patients whose best response is in ``responses``, among those with CRS (any
     grade, ASTCT) and those without."""

@@ -168,6 +168,7 @@ class Design:
     minimum_phenotype_share: float
     variability: dict[str, float]
     omega_order: list[str]               # order of the per-patient variability draws
+    inflammation_correlation: float      # of myeloid IL-6 capacity with expansion potential (draws)
     response: dict[str, object]
     conversion: dict[str, float]
     site: SolidSite | None                # the tumour site of a solid tumour (None: haematological)
@@ -553,6 +554,13 @@ def read_calibration(name: str, k: Knowledge) -> dict[str, tuple[Entry, Entry]]:
     return out
 
 
+def _correlation(k: Knowledge, path: str) -> float:
+    r = float(k.value(path))
+    if not -1.0 < r < 1.0:
+        raise KnowledgeError(f"{path} is {r:g}: a correlation must lie strictly between -1 and 1")
+    return r
+
+
 def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
     """Typical parameter values of a scenario, each read (and recorded) from the knowledge base."""
     ind = scenario.indication
@@ -659,6 +667,7 @@ def resolve_design(scenario: Scenario, k: Knowledge) -> Design:
         minimum_phenotype_share=float(k.value("car_t.product.minimum_phenotype_share")),
         variability=variability,
         omega_order=omega_order,
+        inflammation_correlation=_correlation(k, f"{ip}.patients.inflammation_correlation"),
         response=response,
         conversion=conversion,
         site=site,
@@ -690,12 +699,41 @@ _SOLID_DRAWS = 2
 
 
 def patient_draws(design: Design, ids: np.ndarray) -> np.ndarray:
-    """Each patient's standard normals, one row per id, from the patient's own stream."""
+    """Each patient's standard normals, one row per id, from the patient's own stream, with the
+    myeloid IL-6 capacity's draw correlated with the expansion potential's (:func:`expansion_potential`)."""
     n_draws = _FIXED_DRAWS + len(design.omega_order) + 3 * (len(design.antigens) - 1) + _SOLID_DRAWS
     draws = np.empty((len(ids), n_draws))
     for row, i in enumerate(ids):
         draws[row] = patient_rng(design.scenario.population.seed, int(i)).standard_normal(n_draws)
+    r = design.inflammation_correlation
+    potential = expansion_potential(design, draws)
+    if r != 0.0 and potential is not None and "il6_max" in design.omega_order:
+        col = _FIXED_DRAWS + design.omega_order.index("il6_max")
+        draws[:, col] = r * potential + np.sqrt(1.0 - r * r) * draws[:, col]
     return draws
+
+
+#: how each varied kinetic parameter moves CAR expansion: faster proliferation raises it, faster
+#: effector death and a higher antigen threshold for stimulation lower it
+_EXPANSION_SIGNS = {"rho_effector": 1.0, "d_effector": -1.0, "antigen_half_stimulation": -1.0}
+
+
+def expansion_potential(design: Design, draws: np.ndarray) -> np.ndarray | None:
+    """A patient's expansion potential as a standard normal: the sum of the draws behind the
+    parameters of :data:`_EXPANSION_SIGNS`, each signed by its effect on expansion and weighted
+    by its omega (the log-scale spread it gives), scaled to unit variance. None when none varies.
+
+    Host systemic inflammation ties it to myeloid IL-6 capacity (docs/toxicity.md, "Host
+    inflammation"): a negative ``inflammation_correlation`` gives the patients whose CAR T cells
+    expand less more capacity to make IL-6."""
+    total = np.zeros(draws.shape[0])
+    weight2 = 0.0
+    for name, sign in _EXPANSION_SIGNS.items():
+        omega = design.variability.get(name, 0.0)
+        if name in design.omega_order and omega > 0:
+            total += sign * omega * draws[:, _FIXED_DRAWS + design.omega_order.index(name)]
+            weight2 += omega * omega
+    return total / np.sqrt(weight2) if weight2 > 0 else None
 
 
 #: E[Z | Z > 0] for a standard normal: the mean log-density offset of each half of a tumour's
