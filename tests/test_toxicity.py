@@ -161,9 +161,15 @@ def test_prophylactic_steroids_lower_severe_crs():
 
 
 def test_higher_tumour_burden_gives_more_severe_crs():
-    """Baseline burden is the strongest predictor of severe CRS (Awasthi 2020; Teachey 2016)."""
+    """Baseline burden is the strongest predictor of severe CRS (Awasthi 2020; Teachey 2016).
+    The same 60 patients at 30 times the burden: none has milder CRS, more have worse than a
+    one-sided Wilcoxon signed-rank test at 0.001 allows by chance, and more reach grade >= 3."""
+    from scipy.stats import wilcoxon
+
     low, high = _run("low_burden").patients, _run("high_burden").patients
-    assert high["crs_max_grade"].mean() > low["crs_max_grade"].mean() + 0.5
+    change = (high["crs_max_grade"] - low["crs_max_grade"]).to_numpy()
+    assert (change >= 0).all()
+    assert wilcoxon(change[change != 0], alternative="greater").pvalue < 1e-3
     assert (high["crs_max_grade"] >= 3).mean() > (low["crs_max_grade"] >= 3).mean()
 
 
@@ -378,12 +384,14 @@ def test_rimiducid_clears_most_car_cells_with_icasp9_only():
 def test_prophylactic_anakinra_lowers_myeloid_activation_and_icans_not_car_expansion():
     """IL-1 blockade damps monocyte activation and the neurotoxicity that follows it
     (Giavridis 2018, Norelli 2018; Strati's prophylactic anakinra: fewer grade >= 2 CRS and
-    ICANS, reference/clinical.md 2.6) but does not act on the CAR cells."""
+    ICANS, reference/clinical.md 2.6) but does not act on the CAR cells. How much it damps the
+    myeloid peak is not sourced: the test asks for no patient higher and a median at least 5%
+    lower, well beyond the solver's error."""
     none, ana = _run("none"), _run("anakinra")
     assert (ana.patients["anakinra_days"] == 8).all() and (none.patients["anakinra_days"] == 0).all()
     mac = lambda r: r.trajectories["macrophage_activation"].max(axis=1)  # noqa: E731
     endo = lambda r: r.trajectories["endothelial_activation"].max(axis=1)  # noqa: E731
-    assert np.all(mac(ana) <= mac(none) + 1e-9) and np.median(mac(ana)) < 0.9 * np.median(mac(none))
+    assert np.all(mac(ana) <= mac(none) + 1e-9) and np.median(mac(ana)) < 0.95 * np.median(mac(none))
     assert np.all(endo(ana) <= endo(none) + 1e-9) and np.median(endo(ana)) < np.median(endo(none))
     assert ana.patients["icans_max_grade"].mean() < none.patients["icans_max_grade"].mean()
     # CAR-cell expansion is untouched: the peak differs by well under 1%

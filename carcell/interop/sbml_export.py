@@ -330,6 +330,10 @@ def _per_patient_notes(design: Design) -> dict[str, str]:
         for name in design.site.weights:
             notes[name] = "share of the site's microenvironment suppression drawn for this patient"
         notes["tumour_growth_rate"] = "typical growth rate x this patient's drawn solid-tumour growth factor"
+    if design.inflammation_correlation != 0.0:
+        notes["il6_max"] = (f"its draw z is correlated ({design.inflammation_correlation:g}, indications."
+                            f"{design.disease}.patients.inflammation_correlation) with the patient's CAR expansion "
+                            "potential: host inflammation")
     for j in (1, 2, 3):
         if j <= len(design.tissues):
             t = design.tissues[j - 1]
