@@ -1,7 +1,7 @@
 """Simulated CRS, neurotoxicity, drug use, onset and duration beside the pivotal trials, each on
 the trial's own CRS scale.
 
-    python validation/toxicity_vs_trials.py [--n 200] [--calibrated] [--seed 20261129]
+    python validation/toxicity_vs_trials.py [--n 200] [--calibrated] [--seed 20261129 [1 2 3]]
 
 Runs the axi-cel LBCL, tisa-cel LBCL, tisa-cel B-ALL and ide-cel myeloma examples, each under
 its trial's own management protocol (the targets file's protocol; ASCO 2021 where the trial's is not
@@ -56,46 +56,42 @@ def who_has_crs(trial: str, result) -> None:
         print(f"    {name:14s} {with_:10.3g} / {without:10.3g}")
 
 
-def crs_and_response(patients: dict[str, pd.DataFrame], study: dict) -> float:
+def crs_and_response(patients: dict[str, pd.DataFrame], study: dict) -> tuple[float, int, int]:
     """Response with and without CRS in the lymphoma arms, beside the real-world study; returns
-    the calibration objective's terms for it (validation/calibrate_toxicity.py)."""
+    the calibration objective's terms for it (validation/calibrate_toxicity.py), the checks
+    passed and the checks made."""
     n1, n0, level = int(study["with_crs"]), int(study["without_crs"]), float(study["level"])
     print(f"\nResponse with and without CRS (ASTCT, any grade) in LBCL; {study['source']}: {n1} with CRS and "
           f"{n0} without,\nno significant difference. 'chance': of a study that size finding none, "
           f"were the model's rates the truth (two-sided, {level:g})\n")
     print(f"{'trial':8s} {'measure':20s} {'with CRS':>9s} {'without':>8s} {'chance':>8s}  agrees")
     deviance = 0.0
+    passed = checks = 0
     for trial in study["trials"]:
         for measure, responses in study["measures"].items():
             with_, without = response_by_crs(patients[trial], responses)
             chance = chance_of_no_difference(with_, without, n1, n0, level)
             agrees_ = "yes" if chance >= level else "NO"
             deviance += no_difference_deviance(chance, level)
+            passed += chance >= level
+            checks += 1
             print(f"{trial:8s} {measure:20s} {with_:9.2f} {without:8.2f} {chance:8.3f}  {agrees_}")
-    return deviance
+    return deviance, passed, checks
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--calibrated", action="store_true",
-                    help="use the efficacy-calibrated populations (docs/calibration.md)")
-    ap.add_argument("--seed", type=int, default=SEED,
-                    help=f"population seed (default {SEED}, not the calibration's)")
-    ap.add_argument("--who-has-crs", action="store_true",
-                    help="also print the medians of the patients with and without CRS")
-    args = ap.parse_args()
-    n = args.n
-    targets = load_yaml(ROOT / "validation" / "targets" / "toxicity.yaml")
-    print(f"{n} virtual patients per trial (seed {args.seed}), each trial's own management; "
+def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
+             who: bool) -> tuple[int, int, float, float, int, int]:
+    """Print one seed's table and CRS-and-response check; return (rates inside, rates,
+    trial-measure objective, CRS-and-response objective, checks passed, checks)."""
+    print(f"{n} virtual patients per trial (seed {seed}), each trial's own management; "
           "95% CI: Clopper-Pearson for the trial size\n")
     print(f"{'trial':8s} {'measure':32s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees  tag")
     inside = total = 0
     objective = 0.0
     patients: dict[str, pd.DataFrame] = {}
     for trial, t in targets.items():
-        sets = [f"population.n={n}", f"population.seed={args.seed}", *management_sets(t)]
-        if args.calibrated:
+        sets = [f"population.n={n}", f"population.seed={seed}", *management_sets(t)]
+        if calibrated:
             sets.append(f"population.calibration={t['calibration']}")
         sc = load_scenario(ROOT / t["example"], sets)
         result = run_cohort(sc)
@@ -115,13 +111,40 @@ def main() -> None:
             inside += ok
             total += 1
             print(f"{trial:8s} {measure:32s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}  {target['tag']}")
-        if args.who_has_crs:
+        if who:
             who_has_crs(trial, result)
     print(f"\n{inside} of {total} rates agree with their trial. CRS on the trial's scale (ZUMA-1, KarMMa: "
           "Lee 2014; JULIET, ELIANA: Penn); neurotoxicity is ASTCT ICANS.")
-    both = crs_and_response(patients, load_yaml(ROOT / "validation" / "targets" / "crs_and_response.yaml"))
+    both, passed, checks = crs_and_response(patients, study)
     print(f"\nThe calibration's objective on these patients (out of sample): {objective + both:.1f} "
           f"(trial measures {objective:.1f}, CRS and response {both:.1f})")
+    return inside, total, objective, both, passed, checks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--calibrated", action="store_true",
+                    help="use the efficacy-calibrated populations (docs/calibration.md)")
+    ap.add_argument("--seed", type=int, nargs="+", default=[SEED],
+                    help=f"population seed(s) (default {SEED}, not the calibration's); with several, "
+                         "each is printed and then their totals: one seed's count of rates inside "
+                         "moves by several between seeds")
+    ap.add_argument("--who-has-crs", action="store_true",
+                    help="also print the medians of the patients with and without CRS")
+    args = ap.parse_args()
+    targets = load_yaml(ROOT / "validation" / "targets" / "toxicity.yaml")
+    study = load_yaml(ROOT / "validation" / "targets" / "crs_and_response.yaml")
+    rows = []
+    for k, seed in enumerate(args.seed):
+        if k:
+            print("\n" + "-" * 100 + "\n")
+        rows.append(one_seed(targets, study, args.n, seed, args.calibrated, args.who_has_crs))
+    if len(rows) > 1:
+        inside, total, objective, both, passed, checks = (sum(col) for col in zip(*rows))
+        print(f"\nAll {len(rows)} seeds ({', '.join(map(str, args.seed))}): {inside} of {total} rates inside; "
+              f"CRS-and-response checks passed {passed} of {checks}; objective {objective + both:.1f} "
+              f"(trial measures {objective:.1f}, CRS and response {both:.1f})")
 
 
 if __name__ == "__main__":
