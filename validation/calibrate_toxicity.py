@@ -62,8 +62,8 @@ import pandas as pd
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toxicity_measures import (chance_of_no_difference, discrepancy, management_sets,  # noqa: E402
-                               no_difference_deviance, response_by_crs, simulated)
+from toxicity_measures import (discrepancy, management_sets, no_difference_check,  # noqa: E402
+                               response_by_crs, simulated)
 
 from carcell.cohort import run_cohort  # noqa: E402
 from carcell.io.yamlio import load_yaml  # noqa: E402
@@ -206,9 +206,7 @@ def objective_terms(targets: dict, sims: list[dict], study: dict) -> list[tuple[
         if name in study["trials"]:
             for m in study["measures"]:
                 a, b = sim[f"{m}_with_crs"], sim[f"{m}_without_crs"]
-                chance = chance_of_no_difference(a, b, int(study["with_crs"]), int(study["without_crs"]),
-                                                 float(study["level"]))
-                out.append((name, f"{m}_difference_by_crs", a - b, no_difference_deviance(chance, float(study["level"]))))
+                out.append((name, f"{m}_difference_by_crs", a - b, no_difference_check(a, b, study)[1]))
     return out
 
 

@@ -131,6 +131,15 @@ def no_difference_deviance(chance: float, level: float = 0.05) -> float:
     return float(2.0 * np.log((1.0 - level) / max(chance, 1e-12))) if chance < 1.0 - level else 0.0
 
 
+def no_difference_check(rate_with: float, rate_without: float, study: dict) -> tuple[float, float]:
+    """The real-world study's finding of no significant difference (validation/targets/
+    crs_and_response.yaml) under the model's two response rates: (chance of that finding,
+    its deviance as a calibration term)."""
+    level = float(study["level"])
+    chance = chance_of_no_difference(rate_with, rate_without, int(study["with_crs"]), int(study["without_crs"]), level)
+    return chance, no_difference_deviance(chance, level)
+
+
 def response_by_crs(p: pd.DataFrame, responses: list[str]) -> tuple[float, float]:
     """Share of patients whose best response is in ``responses``, among those with CRS (any
     grade, ASTCT) and those without."""

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toxicity_measures import (agrees, chance_of_no_difference, discrepancy, interval,  # noqa: E402
-                               management_sets, no_difference_deviance, response_by_crs, simulated)
+from toxicity_measures import (agrees, discrepancy, interval, management_sets,  # noqa: E402
+                               no_difference_check, response_by_crs, simulated)
 
 from carcell.cohort import run_cohort  # noqa: E402
 from carcell.design.compile import compile_chunk  # noqa: E402
@@ -70,9 +70,9 @@ def crs_and_response(patients: dict[str, pd.DataFrame], study: dict) -> tuple[fl
     for trial in study["trials"]:
         for measure, responses in study["measures"].items():
             with_, without = response_by_crs(patients[trial], responses)
-            chance = chance_of_no_difference(with_, without, n1, n0, level)
+            chance, term = no_difference_check(with_, without, study)
             agrees_ = "yes" if chance >= level else "NO"
-            deviance += no_difference_deviance(chance, level)
+            deviance += term
             passed += chance >= level
             checks += 1
             print(f"{trial:8s} {measure:20s} {with_:9.2f} {without:8.2f} {chance:8.3f}  {agrees_}")

@@ -706,8 +706,10 @@ def patient_draws(design: Design, ids: np.ndarray) -> np.ndarray:
     for row, i in enumerate(ids):
         draws[row] = patient_rng(design.scenario.population.seed, int(i)).standard_normal(n_draws)
     r = design.inflammation_correlation
+    if r == 0.0 or "il6_max" not in design.omega_order:
+        return draws
     potential = expansion_potential(design, draws)
-    if r != 0.0 and potential is not None and "il6_max" in design.omega_order:
+    if potential is not None:
         col = _FIXED_DRAWS + design.omega_order.index("il6_max")
         draws[:, col] = r * potential + np.sqrt(1.0 - r * r) * draws[:, col]
     return draws
