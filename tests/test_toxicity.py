@@ -43,6 +43,7 @@ def _run(key: str, n: int = 60):
         "toci_too_little": {**AXI, "regimen": {"protocol": TOCI_TOO_LITTLE}},
         "prophylaxis": {**AXI, "regimen": {"protocol": DEX_PROPHYLAXIS}},
         "asco": {**AXI, "regimen": {"protocol": "asco2021"}},
+        "cohorts_1_2": {**AXI, "regimen": {"protocol": "zuma1_cohorts_1_2"}},
         "cohort3": {**AXI, "regimen": {"protocol": "zuma1_cohort3"}},
         "penn": {**AXI, "regimen": {"protocol": "penn_severe_crs"}},
         "chop": {**AXI, "regimen": {"protocol": "chop_vasoactive"}},
@@ -413,26 +414,27 @@ def test_methylprednisolone_taper_follows_its_schedule():
 
 
 def test_prophylactic_tocilizumab_lowers_crs_and_raises_il6_and_endothelial_activation():
-    """ZUMA-1 cohort 3 (tocilizumab on day 2 for all): grade >= 3 CRS fell (3% vs 13%) with
-    higher peak IL-6 (reference/clinical.md 2.6). Serum IL-6 drives the endothelium in the
-    model, so endothelial activation rises too, patient by patient. The rise of grade >= 3 neurotoxicity in that
-    cohort (41% vs 28%) is not reproduced: earlier dexamethasone for grade 2 ICANS under ASCO
-    2021 cuts it back (docs/toxicity.md), so it is not asserted."""
-    asco, c3 = _run("asco"), _run("cohort3")
+    """ZUMA-1 cohort 3 (tocilizumab on day 2 for all) beside cohorts 1-2, the same management
+    otherwise: grade >= 3 CRS fell (3% vs 13%) with higher peak IL-6 (reference/clinical.md 2.6).
+    Serum IL-6 drives the endothelium in the model, so endothelial activation rises too, patient
+    by patient. Grade >= 3 neurotoxicity rose in that cohort (41% vs 28%); here it is at least
+    not lowered."""
+    c12, c3 = _run("cohorts_1_2"), _run("cohort3")
     assert (c3.patients["tocilizumab_doses"] >= 1).all()
-    assert c3.patients["crs_max_grade"].mean() < asco.patients["crs_max_grade"].mean()
-    # peak IL-6 is higher in the cohort (geometric mean; those ASCO would treat anyway differ
-    # little), and clearly so in the patients ASCO 2021 never treats
-    il6_c3, il6_asco = c3.patients["il6_peak_pg_per_ml"], asco.patients["il6_peak_pg_per_ml"]
-    assert np.log(il6_c3).mean() > np.log(il6_asco).mean()
-    untreated = (asco.patients["tocilizumab_doses"] == 0).to_numpy()
-    assert untreated.sum() >= 5 and np.median(il6_c3[untreated] / il6_asco[untreated]) > 1.5
+    assert c3.patients["crs_max_grade"].mean() < c12.patients["crs_max_grade"].mean()
+    # peak IL-6 is higher in the cohort (geometric mean; those cohorts 1-2 would treat anyway
+    # differ little), and clearly so in the patients cohorts 1-2 never treat
+    il6_c3, il6_c12 = c3.patients["il6_peak_pg_per_ml"], c12.patients["il6_peak_pg_per_ml"]
+    assert np.log(il6_c3).mean() > np.log(il6_c12).mean()
+    untreated = (c12.patients["tocilizumab_doses"] == 0).to_numpy()
+    assert untreated.sum() >= 5 and np.median(il6_c3[untreated] / il6_c12[untreated]) > 1.5
     # endothelial activation, patient by patient (the same virtual patients in both runs): higher
-    # with the prophylaxis in most, and in every patient ASCO 2021 never treats, where serum IL-6
+    # with the prophylaxis in most, and in every patient cohorts 1-2 never treat, where serum IL-6
     # is the only difference (the mural-cell injury route does not see tocilizumab)
-    endo_c3, endo_asco = (r.trajectories["endothelial_activation"].max(axis=1) for r in (c3, asco))
-    assert np.median(endo_c3 / endo_asco) > 1.0
-    assert (endo_c3[untreated] > endo_asco[untreated]).all()
+    endo_c3, endo_c12 = (r.trajectories["endothelial_activation"].max(axis=1) for r in (c3, c12))
+    assert np.median(endo_c3 / endo_c12) > 1.0
+    assert (endo_c3[untreated] > endo_c12[untreated]).all()
+    assert (c3.patients["icans_max_grade"] >= 3).mean() >= (c12.patients["icans_max_grade"] >= 3).mean()
 
 
 def test_toxicity_fit_writer_updates_every_fitted_value_and_its_note(tmp_path):

@@ -233,7 +233,7 @@ class Regimen(_Section):
         "(multi-dose NK regimens, e.g. [0, 7, 14]); the first must be day 0")
     protocol: str | dict = Field(
         "asco2021", description="toxicity management: a bundled protocol (knowledge/data/protocols: "
-        "asco2021, zuma1_cohort6, dasatinib_switch, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
+        "asco2021, zuma1_cohorts_1_2, zuma1_cohort6, dasatinib_switch, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
 
     @field_validator("protocol")
     @classmethod
