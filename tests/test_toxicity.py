@@ -494,6 +494,22 @@ def test_chance_of_no_difference_matches_a_simulated_study():
     assert deviances[0] == pytest.approx(0.0, abs=0.05) and all(a < b for a, b in zip(deviances, deviances[1:]))
 
 
+def test_a_measure_the_arm_cannot_give_counts_as_far_off_as_it_can_be():
+    """An arm with nobody in a measure's denominator (no severe CRS, so no tocilizumab response)
+    gives NaN; the objective must stay a number, no better than any rate the arm could have had,
+    or a fit could reach its best by making the measure disappear."""
+    from toxicity_measures import discrepancy
+
+    rate = {"value": 0.533, "n": 15}
+    bound = {"value": 0.64, "compare": "upper_bound"}
+    median = {"value": 2.0}
+    for measure, target in [("tocilizumab_response", rate), ("neuro_any", bound), ("crs_onset_median_days", median)]:
+        missing = discrepancy(measure, float("nan"), target, 101)
+        grid = [discrepancy(measure, m, target, 101) for m in np.linspace(0.0, 1.0, 101)]
+        assert np.isfinite(missing) and missing >= max(grid) - 1e-9, measure
+    assert discrepancy("tocilizumab_response", float("nan"), rate, 101) > 10
+
+
 def test_response_by_crs_reads_each_group():
     from toxicity_measures import response_by_crs
 

@@ -77,12 +77,20 @@ def binomial_deviance(model: float, observed: float, size: int) -> float:
 
 
 def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
-    """One term of the calibration objective (deviance units)."""
+    """One term of the calibration objective (deviance units).
+
+    A measure the simulated arm cannot give (NaN: no patient in its denominator, e.g. a
+    tocilizumab response where nobody had severe CRS, or a median onset where nobody had CRS)
+    counts as far off as it can be: 25 for a median (5 of its spreads), the larger deviance of
+    the two ends of the range for a rate."""
     value, size = float(target["value"]), target_size(target, size)
     if measure in MEDIAN_SD_DAYS:
         if np.isnan(model):
             return 25.0
         return float(((model - value) / MEDIAN_SD_DAYS[measure]) ** 2)
+    if np.isnan(model):
+        ends = (0.0, 1.0) if target.get("compare") != "upper_bound" else (1.0,)
+        return max(discrepancy(measure, end, target, size) for end in ends)
     if target.get("compare") == "upper_bound":   # a CTCAE count bounds the ASTCT one from above
         return binomial_deviance(model, value, size) if model > value else 0.0
     return binomial_deviance(model, value, size)
