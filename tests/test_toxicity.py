@@ -510,6 +510,26 @@ def test_a_measure_the_arm_cannot_give_counts_as_far_off_as_it_can_be():
     assert discrepancy("tocilizumab_response", float("nan"), rate, 101) > 10
 
 
+def test_pooled_rates_read_every_seeds_patients_together():
+    """toxicity_vs_trials.pooled: the rates of all seeds' patients together against each trial's
+    interval; two copies of one arm give its own rates, and a rate outside is named."""
+    from toxicity_vs_trials import pooled
+
+    n = 100
+    arm = pd.DataFrame({
+        "solver_status": "ok", "crs_max_grade_lee2014": np.r_[np.ones(50), np.zeros(50)].astype(int),
+        "icans_max_grade": np.r_[np.full(40, 3), np.zeros(60)].astype(int),
+        "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
+        "crs_onset_day": np.r_[np.ones(50), np.full(50, np.nan)], "crs_duration_days": 3.0,
+        "tocilizumab_response": np.nan}, index=range(n))
+    targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
+                     "neuro_grade3plus": {"value": 0.1}, "crs_onset_median_days": {"value": 1}}}
+    assert pooled(targets, {"T": arm}) == pooled(targets, {"T": pd.concat([arm, arm])})
+    inside, total, misses = pooled(targets, {"T": arm})
+    assert (inside, total) == (1, 2)       # medians are not rates; ICANS 0.40 against 0.10
+    assert misses == ["T neuro_grade3plus 0.40 (0.05-0.18)"]
+
+
 def test_response_by_crs_reads_each_group():
     from toxicity_measures import response_by_crs
 
