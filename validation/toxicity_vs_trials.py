@@ -90,7 +90,7 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
     trial's patients."""
     print(f"{n} virtual patients per trial (seed {seed}), each trial's own management; "
           "95% CI: Clopper-Pearson for the trial size\n")
-    print(f"{'trial':8s} {'measure':32s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees  tag")
+    print(f"{'trial':14s} {'measure':32s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees  tag")
     inside = total = 0
     objective = 0.0
     patients: dict[str, pd.DataFrame] = {}
@@ -109,17 +109,17 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
             objective += discrepancy(measure, model, target, size)
             ok = agrees(measure, model, target, size)
             if ok is None:
-                print(f"{trial:8s} {measure:32s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}  {target['tag']}")
+                print(f"{trial:14s} {measure:32s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}  {target['tag']}")
                 continue
             low, high = interval(target, size)
             ci = f"<= {high:.2f}" if target.get("compare") == "upper_bound" else f"{low:.2f}-{high:.2f}"
             inside += ok
             total += 1
-            print(f"{trial:8s} {measure:32s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}  {target['tag']}")
+            print(f"{trial:14s} {measure:32s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}  {target['tag']}")
         if who:
             who_has_crs(trial, result)
     print(f"\n{inside} of {total} rates agree with their trial. CRS on the trial's scale (ZUMA-1, KarMMa: "
-          "Lee 2014; JULIET, ELIANA: Penn); neurotoxicity is ASTCT ICANS.")
+          "Lee 2014; JULIET, ELIANA: Penn; the MSKCC arms, real-world: ASTCT); neurotoxicity is ASTCT ICANS.")
     both, passed, checks = crs_and_response(patients, study)
     print(f"\nThe calibration's objective on these patients (out of sample): {objective + both:.1f} "
           f"(trial measures {objective:.1f}, CRS and response {both:.1f})")
