@@ -176,8 +176,12 @@ def test_higher_tumour_burden_gives_more_severe_crs():
 
 def test_cd28_preset_has_more_severe_crs_and_icans_than_41bb():
     """Axi-cel (CD28) has more grade >= 3 CRS and neurotoxicity than tisa-cel (4-1BB) in LBCL
-    (ZUMA-1 vs JULIET, reference/biology.md 1b; Cappell & Kochenderfer 2021)."""
-    axi, tisa = _run("none").patients, _run("tisa").patients
+    (ZUMA-1 vs JULIET, reference/biology.md 1b; Cappell & Kochenderfer 2021).
+
+    200 patients per arm: on these uncalibrated presets without management the ICANS >= 3
+    difference is 2-3 points (0.065 vs 0.04 to 0.12 vs 0.105 at seeds 1-3), which 60 patients
+    cannot resolve (they tied at seed 2 with the values before the graded-ICANS fit too)."""
+    axi, tisa = _run("none", 200).patients, _run("tisa", 200).patients
     assert (axi["crs_max_grade"] >= 3).mean() > (tisa["crs_max_grade"] >= 3).mean()
     assert (axi["icans_max_grade"] >= 3).mean() > (tisa["icans_max_grade"] >= 3).mean()
 

@@ -30,11 +30,14 @@ Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``
   without CRS are the ones whose CAR T cells did not expand (docs/toxicity.md, "Host inflammation");
 - ``toxicity.endothelium.half_activation``, ``toxicity.endothelium.injury_half`` and
   ``toxicity.endothelium.hill`` (how much serum IL-6, or killing of neurovascular cells carrying
-  the target, the endothelium needs), ``toxicity.signs.icans_half`` and the spread
-  ``toxicity.variability.icans_half``: ICANS any grade and grade >= 3.
+  the target, the endothelium needs), ``toxicity.signs.icans_half``, the spread
+  ``toxicity.variability.icans_half`` and the steepness ``toxicity.signs.icans_hill`` of
+  encephalopathy against endothelial activation: ICANS any grade and grade >= 3 (the steepness
+  decides how many patients stop at grade 1-2).
 
-Targets (validation/targets/toxicity.yaml): ZUMA-1, JULIET, ELIANA and KarMMa, each run with
-its example scenario under its own management protocol (``protocol`` in the targets file; ASCO 2021 where the
+Targets (validation/targets/toxicity.yaml): ZUMA-1, JULIET, ELIANA and KarMMa, and one centre's
+real-world ASTCT counts of any-grade CRS and ICANS with axi-cel and tisa-cel (Pennisi 2020, the
+MSKCC arms), each run with its example scenario under its own management protocol (``protocol`` in the targets file; ASCO 2021 where the
 trial's is not published). Objective (validation/toxicity_measures.py):
 binomial deviance of each rate for the trial's size, CRS on the trial's own scale; CTCAE
 any-grade neurotoxicity only as an upper bound; squared error of median onset and duration
@@ -90,6 +93,7 @@ PARAMS = {
     "toxicity.endothelium.injury_half": (0.01, 1e9),
     "toxicity.endothelium.hill": (1.0, 6.0),
     "toxicity.signs.icans_half": (0.05, 0.99),
+    "toxicity.signs.icans_hill": (0.5, 6.0),
     "toxicity.variability.icans_half": (0.1, 2.0),
     "costim.CD28.multipliers.ifng_secretion": (1.0, 10.0),
     "indications.LBCL.patients.inflammation_correlation": (-0.95, 0.0),
@@ -273,10 +277,10 @@ def main() -> None:
         terms = objective_terms(targets, run(best), study)
     print(f"\nobjective {history[0][0]:.1f} at the start, {res.fun:.1f} at the best of {len(history)} evaluations"
           f" ({'converged' if res.success else 'stopped: ' + res.message})\n")
-    print(f"{'trial':8s} {'measure':36s} {'model':>7s} {'trial':>7s} {'term':>7s}")
+    print(f"{'trial':14s} {'measure':36s} {'model':>7s} {'trial':>7s} {'term':>7s}")
     for name, m, v, d in terms:
         data = float(targets[name][m]["value"]) if m in targets[name] else 0.0   # difference by CRS: none
-        print(f"{name:8s} {m:36s} {v:7.2f} {data:7.2f} {d:7.2f}")
+        print(f"{name:14s} {m:36s} {v:7.2f} {data:7.2f} {d:7.2f}")
     fitted = {p: from_search(p, v) for p, v in zip(names, best)}
     print("\nvalues for the data files (source: fit):")
     for p, v0 in zip(names, start):
