@@ -17,7 +17,8 @@ other virtual patients (another seed), so this is also an out-of-sample check.
 
 ``--who-has-crs`` also prints, per trial, the medians of the patients with and without CRS
 (peak CAR cells, IL-6 and IFN-gamma, and the myeloid IL-6 capacity each was drawn with), which
-shows what keeps a virtual patient free of CRS (docs/toxicity.md, "Who has no CRS").
+shows what keeps a virtual patient free of CRS (docs/toxicity.md, "Who has no CRS"), and the
+share with CRS from the first assessment, the evening of infusion, with their IL-6 capacity.
 
 Last, for the lymphoma arms, the complete and overall response rates of the patients with and
 without CRS, beside a real-world study of 352 LBCL patients that found no significant difference
@@ -45,6 +46,8 @@ from carcell.scenario import load_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261129   # not the calibration's seed
+#: the first assessment after infusion (days): CRS from here is CRS on the day of infusion
+EVENING_OF_INFUSION = 0.5
 
 
 def who_has_crs(trial: str, result) -> None:
@@ -58,6 +61,11 @@ def who_has_crs(trial: str, result) -> None:
     for name, v in cols.items():
         with_, without = (float(np.median(v[m])) if m.any() else float("nan") for m in (crs, ~crs))
         print(f"    {name:14s} {with_:10.3g} / {without:10.3g}")
+    # CRS at the first assessment, the evening of infusion: the trials' onset ranges start at day 1
+    first = (p["crs_onset_day"] <= EVENING_OF_INFUSION).to_numpy()
+    if first.any() and (~first).any():
+        print(f"    CRS by day {EVENING_OF_INFUSION:g}: {first.mean():.2f} of patients; their IL-6 capacity "
+              f"{np.median(capacity[first]):.3g}, the others' {np.median(capacity[~first]):.3g}")
 
 
 def crs_and_response(patients: dict[str, pd.DataFrame], study: dict) -> tuple[float, int, int]:
