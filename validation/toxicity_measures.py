@@ -89,8 +89,7 @@ def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
             return 25.0
         return float(((model - value) / MEDIAN_SD_DAYS[measure]) ** 2)
     if np.isnan(model):
-        ends = (0.0, 1.0) if target.get("compare") != "upper_bound" else (1.0,)
-        return max(discrepancy(measure, end, target, size) for end in ends)
+        return max(discrepancy(measure, end, target, size) for end in (0.0, 1.0))
     if target.get("compare") == "upper_bound":   # a CTCAE count bounds the ASTCT one from above
         return binomial_deviance(model, value, size) if model > value else 0.0
     return binomial_deviance(model, value, size)

@@ -92,6 +92,22 @@ def crs_and_response(patients: dict[str, pd.DataFrame], study: dict) -> tuple[fl
     return deviance, passed, checks
 
 
+def rate_checks(t: dict, sim: dict[str, float]):
+    """Each target of one arm beside the model's value: (measure, target, model, whether it
+    agrees, the interval as printed); agreement and interval are None and '' for a median."""
+    size = int(t["infused"])
+    for measure, target in t.items():
+        if not isinstance(target, dict):
+            continue
+        model = sim[measure]
+        ok = agrees(measure, model, target, size)
+        ci = ""
+        if ok is not None:
+            low, high = interval(target, size)
+            ci = f"<= {high:.2f}" if target.get("compare") == "upper_bound" else f"{low:.2f}-{high:.2f}"
+        yield measure, target, model, ok, ci
+
+
 def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
              who: bool) -> tuple[tuple[int, int, float, float, int, int], dict[str, pd.DataFrame]]:
     """Print one seed's table and CRS-and-response check; return (rates inside, rates,
@@ -110,18 +126,12 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
         sc = load_scenario(ROOT / t["example"], sets)
         result = run_cohort(sc)
         patients[trial] = result.patients
-        sim = simulated(result.patients, t["crs_scale"])
-        for measure, target in t.items():
-            if not isinstance(target, dict):
-                continue
-            value, model, size = float(target["value"]), sim[measure], int(t["infused"])
-            objective += discrepancy(measure, model, target, size)
-            ok = agrees(measure, model, target, size)
+        for measure, target, model, ok, ci in rate_checks(t, simulated(result.patients, t["crs_scale"])):
+            value = float(target["value"])
+            objective += discrepancy(measure, model, target, int(t["infused"]))
             if ok is None:
                 print(f"{trial:14s} {measure:32s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}  {target['tag']}")
                 continue
-            low, high = interval(target, size)
-            ci = f"<= {high:.2f}" if target.get("compare") == "upper_bound" else f"{low:.2f}-{high:.2f}"
             inside += ok
             total += 1
             print(f"{trial:14s} {measure:32s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}  {target['tag']}")
@@ -139,23 +149,11 @@ def pooled(targets: dict, patients: dict[str, pd.DataFrame]) -> tuple[int, int, 
     """Rates inside the trials' intervals on every seed's patients together: a better estimate
     of the model's own rate than any one seed (its sampling error shrinks with the patients);
     returns (inside, rates, the misses as 'trial measure model (interval)')."""
-    inside = total = 0
-    misses = []
-    for trial, t in targets.items():
-        sim = simulated(patients[trial], t["crs_scale"])
-        for measure, target in t.items():
-            if not isinstance(target, dict):
-                continue
-            ok = agrees(measure, sim[measure], target, int(t["infused"]))
-            if ok is None:
-                continue
-            inside += ok
-            total += 1
-            if not ok:
-                low, high = interval(target, int(t["infused"]))
-                ci = f"<= {high:.2f}" if target.get("compare") == "upper_bound" else f"{low:.2f}-{high:.2f}"
-                misses.append(f"{trial} {measure} {sim[measure]:.2f} ({ci})")
-    return inside, total, misses
+    checks = [(trial, measure, model, ok, ci) for trial, t in targets.items()
+              for measure, _, model, ok, ci in rate_checks(t, simulated(patients[trial], t["crs_scale"]))
+              if ok is not None]
+    misses = [f"{trial} {measure} {model:.2f} ({ci})" for trial, measure, model, ok, ci in checks if not ok]
+    return len(checks) - len(misses), len(checks), misses
 
 
 def main() -> None:
