@@ -328,6 +328,56 @@ def test_bad_protocol_rule_is_a_clear_error():
         validate_raw({**AXI, "regimen": {"protocol": "asco2012"}}, "t")
 
 
+
+def test_protocol_extends_a_bundled_one():
+    """``extends`` writes a protocol as what it changes: the base's entries in their order, one
+    with a base id replacing it in place, new ones after, ``drop`` leaving some out; nested."""
+    from carcell.clinical.management import load_protocol   # noqa: PLC0415
+
+    k = load_knowledge()
+    asco = load_protocol(k, "asco2021")
+    ids = [r.id for r in asco.rules]
+    mine = load_protocol(k, {"extends": "asco2021", "drop": ["methylprednisolone_icans4"],
+                             "prophylaxis": [{"give": "dexamethasone", "days": [0, 1, 2], "dose": 10}],
+                             "rules": [{"id": "dexamethasone_icans2", "when": "icans >= 1", "give": "dexamethasone",
+                                        "dose": 10, "every": 12},
+                                       {"when": "crs >= 1 for 24 h", "give": "dasatinib", "dose": 100, "every": 12}]})
+    assert [r.id for r in mine.rules[:-1]] == [i for i in ids if i != "methylprednisolone_icans4"]
+    assert mine.rules[-1].drug == "dasatinib"
+    changed = next(r for r in mine.rules if r.id == "dexamethasone_icans2")
+    assert (changed.grade, changed.every_h) == (1, 12.0)
+    kept = {r.id: r for r in mine.rules}
+    assert all(kept[r.id] == r for r in asco.rules if r.id not in ("dexamethasone_icans2", "methylprednisolone_icans4"))
+    assert [q.drug for q in mine.prophylaxis] == ["dexamethasone"]
+    # two levels: cohort 3 extends cohorts 1-2; extending cohort 3 keeps both
+    nested = load_protocol(k, {"extends": "zuma1_cohort3", "rules": []})
+    base = load_protocol(k, "zuma1_cohorts_1_2")
+    assert nested.rules == base.rules
+    assert [q.id for q in nested.prophylaxis] == ["tocilizumab_day_2"]
+
+
+def test_protocol_extends_gives_the_same_patients_as_writing_it_out():
+    """A bundled protocol that extends another (zuma1_cohort3: cohorts 1-2 plus tocilizumab on
+    day 2) runs the same virtual patients to the same numbers as the same protocol written out."""
+    k = load_knowledge()
+    raw = copy.deepcopy(k.node("protocols.zuma1_cohorts_1_2"))
+    raw["prophylaxis"] = copy.deepcopy(k.node("protocols.zuma1_cohort3")["prophylaxis"])
+    written = run_cohort(validate_raw({**AXI, "regimen": {"protocol": raw}, "population": {"n": 60, "seed": 3},
+                                       "trial": {"follow_up_days": 60}}, "written"))
+    pd.testing.assert_frame_equal(written.patients, _run("cohort3").patients)
+    assert written.patients["tocilizumab_doses"].min() >= 1     # everyone had the day-2 dose
+
+
+@pytest.mark.parametrize("protocol, field", [
+    ({"extends": "asco2012", "rules": []}, "regimen.protocol.extends: 'asco2012' is not a bundled protocol"),
+    ({"extends": "asco2021", "drop": ["tocilizumab_crs3"]}, "regimen.protocol.drop: tocilizumab_crs3 is not an entry"),
+    ({"drop": ["tocilizumab_crs2"], "rules": []}, "regimen.protocol.drop: only a protocol that extends"),
+    ({"extend": "asco2021", "rules": []}, "regimen.protocol: extend is not part of a protocol"),
+])
+def test_protocol_extends_errors_name_the_field(protocol, field):
+    with pytest.raises(ScenarioError, match=field.replace(".", "\\.").replace("[", "\\[")):
+        validate_raw({**AXI, "regimen": {"protocol": protocol}}, "t")
+
 DASATINIB_AT_ONSET = {"rules": [{"when": "crs >= 1", "give": "dasatinib", "dose": 100, "every": 12, "course_days": 3}]}
 
 

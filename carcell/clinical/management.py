@@ -191,10 +191,67 @@ def protocol_from_node(node: dict, where: str, name: str = "custom") -> Protocol
 
 
 def load_protocol(k: Knowledge, protocol) -> Protocol:
-    """A bundled protocol by name (knowledge/data/protocols), or a mapping of rules."""
+    """A bundled protocol by name (knowledge/data/protocols), or a mapping of rules; either may
+    build on a bundled protocol with ``extends`` (:func:`resolve_extends`)."""
     if isinstance(protocol, dict):
-        return protocol_from_node(protocol, "regimen.protocol")
-    return protocol_from_node(k.node(f"protocols.{protocol}"), f"protocols.{protocol}", protocol)
+        return protocol_from_node(resolve_extends(k, protocol, "regimen.protocol"), "regimen.protocol")
+    where = f"protocols.{protocol}"
+    return protocol_from_node(resolve_extends(k, k.node(where), where, (protocol,)), where, protocol)
+
+
+#: what a protocol mapping may hold
+PROTOCOL_KEYS = ("name", "description", "source", "extends", "drop", "prophylaxis", "rules")
+
+
+def resolve_extends(k: Knowledge, node: dict, where: str, seen: tuple[str, ...] = ()) -> dict:
+    """A protocol mapping with ``extends: NAME`` written out in full on the bundled protocol it names.
+
+    The base's prophylaxis and rules come first, in their order; an entry of ``node`` with the
+    ``id`` of one of the base's replaces it in place, any other is added after them; ``drop``
+    lists ids of the base's entries to leave out. The base may itself extend another. So a
+    trial's management is written as what it changes ("ASCO 2021 plus tocilizumab on day 2"),
+    and a correction to the base reaches every protocol built on it."""
+    if not isinstance(node, dict):
+        raise ScenarioError(f"{where}: write a protocol as a mapping with rules (and prophylaxis), "
+                            "or give the name of a bundled protocol")
+    unknown = sorted(set(node) - set(PROTOCOL_KEYS))
+    if unknown:
+        raise ScenarioError(f"{where}: {', '.join(unknown)} is not part of a protocol; "
+                            f"it holds {', '.join(PROTOCOL_KEYS)}")
+    base_name = node.get("extends")
+    if base_name is None:
+        if node.get("drop"):
+            raise ScenarioError(f"{where}.drop: only a protocol that extends another drops its entries; "
+                                "add 'extends: NAME' or remove drop")
+        return node
+    names = k.names("protocols")
+    if base_name not in names:
+        raise ScenarioError(f"{where}.extends: {base_name!r} is not a bundled protocol; use one of {', '.join(names)}")
+    if base_name in seen:
+        raise ScenarioError(f"{where}.extends: {' -> '.join([*seen, base_name])} goes round in a circle")
+    base_where = f"protocols.{base_name}"
+    base = resolve_extends(k, k.node(base_where), base_where, (*seen, base_name))
+    drop = node.get("drop") or []
+    if not isinstance(drop, list):
+        raise ScenarioError(f"{where}.drop: write a list of ids, e.g. [dexamethasone_icans2]")
+    base_ids = [str(e.get("id")) for part in ("prophylaxis", "rules") for e in base.get(part) or []]
+    missing = [str(d) for d in drop if str(d) not in base_ids]
+    if missing:
+        raise ScenarioError(f"{where}.drop: {', '.join(missing)} is not an entry of {base_name}; "
+                            f"its ids are {', '.join(base_ids)}")
+    out = {"name": node.get("name", f"{base.get('name', base_name)}, extended"),
+           "description": node.get("description", base.get("description", "")),
+           "source": node.get("source", base.get("source", ""))}
+    for part in ("prophylaxis", "rules"):
+        entries = [e for e in base.get(part) or [] if str(e.get("id")) not in map(str, drop)]
+        at = {str(e.get("id")): i for i, e in enumerate(entries)}
+        for e in node.get(part) or []:
+            if isinstance(e, dict) and str(e.get("id")) in at:
+                entries[at[str(e.get("id"))]] = e
+            else:
+                entries.append(e)
+        out[part] = entries
+    return out
 
 
 @dataclass

@@ -54,7 +54,7 @@ def _format(err: ValidationError, source: str) -> str:
             shown = bad if not isinstance(bad, (dict, list)) else type(bad).__name__
             if isinstance(shown, str):
                 shown = repr(shown)
-            if not path:   # a rule across sections: the message names its fields
+            if not path or msg.startswith(path):   # the message names its fields itself
                 lines.append(msg)
             elif isinstance(bad, (dict, list)) or repr(bad) in msg or (isinstance(bad, str) and bad in msg):
                 lines.append(f"{path}: {msg}")

@@ -233,16 +233,17 @@ class Regimen(_Section):
         "(multi-dose NK regimens, e.g. [0, 7, 14]); the first must be day 0")
     protocol: str | dict = Field(
         "asco2021", description="toxicity management: a bundled protocol (knowledge/data/protocols: "
-        "asco2021, zuma1_cohorts_1_2, zuma1_cohort6, dasatinib_switch, none) or a mapping with rules and prophylaxis (docs/toxicity.md)")
+        "asco2021, zuma1_cohorts_1_2, zuma1_cohort6, dasatinib_switch, none, ...) or a mapping with rules and "
+        "prophylaxis, which may build on a bundled one with 'extends: NAME' (docs/toxicity.md)")
 
     @field_validator("protocol")
     @classmethod
     def _protocol(cls, v):
         if isinstance(v, str):
             return check_known(v, load_knowledge(False).names("protocols"), "management protocol")
-        from carcell.clinical.management import protocol_from_node  # noqa: PLC0415 - avoids an import cycle
+        from carcell.clinical.management import load_protocol  # noqa: PLC0415 - avoids an import cycle
 
-        protocol_from_node(v, "regimen.protocol")
+        load_protocol(load_knowledge(False), v)
         return v
 
     @field_validator("route")
