@@ -32,7 +32,7 @@ def perturbed_inputs(rng: np.random.Generator, y_real: np.ndarray, real: np.ndar
     y[:, _IS_LOG] += rng.normal(0.0, 3.0, (n, n_log))
     y[:, _IS_LOG] = np.where(rng.random((n, n_log)) < 0.1, LOG_EXTINCT, y[:, _IS_LOG])
     y[:, ~_IS_LOG] = rng.lognormal(0.0, 2.0, (n, int((~_IS_LOG).sum())))
-    for name in ("macrophage_activation", "macrophage_site", "endothelial_activation"):
+    for name in ("macrophage_activation", "macrophage_site", "endothelial_activation", "myeloid_il6_output"):
         y[:, INDEX[name]] = rng.uniform(0.0, 1.0, n)
     for name in ("il15", "ifng", "il6", "tocilizumab", "corticosteroid", "dasatinib", "anakinra"):
         y[rng.random(n) < 0.1, INDEX[name]] = -1e-9

@@ -56,6 +56,7 @@ _PHYSIOLOGY = {
     "ifng_clearance": "physiology.ifng.clearance",
     "macrophage_on": "physiology.myeloid.activation_rate",
     "macrophage_off": "physiology.myeloid.deactivation_rate",
+    "il6_synthesis_rate": "physiology.il6.synthesis_rate",
     "ifng_half_activation": "physiology.myeloid.ifng_half_activation",
     "damp_weight": "physiology.myeloid.damp_weight",
     "damp_half_activation": "physiology.myeloid.damp_half_activation",

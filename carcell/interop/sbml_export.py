@@ -87,7 +87,7 @@ PARAMETER_UNITS: dict[str, str] = {
     **dict.fromkeys(("rho_effector", "rho_memory", "k_differentiation", "k_reversion", "k_exhaustion",
                      "d_effector", "d_memory", "d_exhausted", "rho_il15", "k_kill", "serial_kill_max",
                      "tumour_growth_rate", "host_turnover", "il15_elimination", "ifng_clearance",
-                     "macrophage_on", "macrophage_off", "il6_clearance", "endothelial_on", "endothelial_off",
+                     "macrophage_on", "macrophage_off", "il6_synthesis_rate", "il6_clearance", "endothelial_on", "endothelial_off",
                      "endothelial_injury_half", "toci_elimination", "steroid_elimination",
                      "dasatinib_elimination", "anakinra_elimination", "site_egress", "first_pass_return",
                      "rejection_rate", "k_rest", "tam_ifng_exchange"), _RATE),
@@ -265,7 +265,8 @@ RATES: dict[str, str] = {
                              " - macrophage_off * macrophage_activation",
     "macrophage_site": "solid * (macrophage_on * myeloid_drive_site * il1 * (1 - macrophage_site)"
                        " - macrophage_off * macrophage_site)",
-    "il6": "il6_clearance * (il6_baseline + il6_max * dampen * macrophage_activation + il6_from_tam * dampen)"
+    "myeloid_il6_output": "il6_synthesis_rate * (macrophage_activation - myeloid_il6_output)",
+    "il6": "il6_clearance * (il6_baseline + il6_max * dampen * myeloid_il6_output + il6_from_tam * dampen)"
            " - il6_removal * il6",
     "endothelial_activation": "endothelial_on * endothelial_drive * (1 - endothelial_activation)"
                               " - endothelial_off * endothelial_activation",

@@ -23,6 +23,7 @@ assert _NB.stop - _NB.start == len(NORMAL_STATES)
 _IL15, _IFNG, _MAC, _IL6 = INDEX["il15"], INDEX["ifng"], INDEX["macrophage_activation"], INDEX["il6"]
 _ENDO, _TOCI, _STER = INDEX["endothelial_activation"], INDEX["tocilizumab"], INDEX["corticosteroid"]
 _DASA, _ANAK, _MACS = INDEX["dasatinib"], INDEX["anakinra"], INDEX["macrophage_site"]
+_IL6OUT = INDEX["myeloid_il6_output"]
 
 
 def _ratio(log_a: np.ndarray, log_b: np.ndarray) -> np.ndarray:
@@ -253,12 +254,15 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     ms = y[:, _MACS]
     dy[:, _MACS] = p.solid * (p.macrophage_on * drive_site * il1 * (1.0 - ms) - p.macrophage_off * ms)
 
-    # IL-6: production at baseline plus an activation-proportional part (dampened by steroids);
-    # part of its clearance goes through the IL-6 receptor, so tocilizumab raises serum IL-6.
+    # IL-6: production at baseline plus the myeloid cells' output (dampened by steroids), which
+    # follows their activation with the hours IL-6 synthesis takes (first order); part of its
+    # clearance goes through the IL-6 receptor, so tocilizumab raises serum IL-6.
+    out = y[:, _IL6OUT]
+    dy[:, _IL6OUT] = p.il6_synthesis_rate * (m - out)
     occupancy = il6_receptor_occupancy(y, p)
     clearance = p.il6_clearance * (1.0 - p.il6_receptor_clearance * occupancy)
     tam = p.solid * p.tam_il6 * ms * tumour_all / 1e10
-    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m + tam * dampen) - clearance * y[:, _IL6]
+    dy[:, _IL6] = p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * out + tam * dampen) - clearance * y[:, _IL6]
 
     # Endothelial activation follows serum IL-6 (with IFN-gamma and angiopoietin-2 a marker and
     # driver of the endothelial injury behind ICANS, Gust 2017). Serum IL-6, not its signalling:
@@ -281,4 +285,4 @@ def rhs(t: np.ndarray, y: np.ndarray, p: Params) -> np.ndarray:
     return dy
 
 
-assert N_STATES == 22
+assert N_STATES == 23

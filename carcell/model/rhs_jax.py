@@ -254,8 +254,10 @@ def rhs_one(y: jax.Array, values: jax.Array) -> jax.Array:
     # IL-6
     occupancy = _il6_receptor_occupancy(y, p)
     clearance = p.il6_clearance * (1.0 - p.il6_receptor_clearance * occupancy)
+    out = _state(y, "myeloid_il6_output")
+    dy["myeloid_il6_output"] = p.il6_synthesis_rate * (m - out)
     tam = p.solid * p.tam_il6 * ms * d["tumour_all"] / 1e10
-    dy["il6"] = (p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * m + tam * dampen)
+    dy["il6"] = (p.il6_clearance * (p.il6_baseline + p.il6_max * dampen * out + tam * dampen)
                  - clearance * _state(y, "il6"))
 
     # Endothelial activation

@@ -260,9 +260,10 @@ def _myeloid(y, p, d: Derived, dampen: float, il1: float, dy) -> None:
 def _il6(y, p, d: Derived, dampen: float, dy) -> None:
     occupancy = il6_receptor_occupancy(y, p)
     clearance = p[K.il6_clearance] * (1.0 - p[K.il6_receptor_clearance] * occupancy)
-    m = y[S.macrophage_activation]
+    out = y[S.myeloid_il6_output]
+    dy[S.myeloid_il6_output] = p[K.il6_synthesis_rate] * (y[S.macrophage_activation] - out)
     tam = p[K.solid] * p[K.tam_il6] * y[S.macrophage_site] * d.tumour_all / 1e10
-    dy[S.il6] = (p[K.il6_clearance] * (p[K.il6_baseline] + p[K.il6_max] * dampen * m + tam * dampen)
+    dy[S.il6] = (p[K.il6_clearance] * (p[K.il6_baseline] + p[K.il6_max] * dampen * out + tam * dampen)
                  - clearance * y[S.il6])
 
 

@@ -36,6 +36,8 @@ STATES: tuple[tuple[str, str, bool, str], ...] = (
     ("car_lung_liver", "cells", True, "CAR effectors held in lung and liver after an infusion into blood "
      "(first pass; solid tumours)"),
     ("macrophage_site", "1", False, "fraction of tumour-associated macrophages activated (0-1; solid tumours)"),
+    ("myeloid_il6_output", "1", False, "IL-6 secretion of the body's myeloid cells, as a fraction of all of them "
+     "activated: follows activation with the hours IL-6 synthesis takes"),
 )
 
 STATE_NAMES: tuple[str, ...] = tuple(s[0] for s in STATES)
@@ -77,7 +79,7 @@ PARAMETER_NAMES: tuple[str, ...] = (
     # host lymphocytes and IL-15
     "host_baseline", "host_turnover", "il15_baseline", "il15_elimination", "il15_uptake_fraction",
     # cytokines and myeloid activation
-    "ifng_secretion", "ifng_clearance", "macrophage_on", "macrophage_off",
+    "ifng_secretion", "ifng_clearance", "macrophage_on", "macrophage_off", "il6_synthesis_rate",
     "ifng_half_activation", "damp_weight", "damp_half_activation", "myeloid_hill",
     "il6_baseline", "il6_max", "il6_clearance",
     # endothelial activation (ICANS substrate) and the drugs that act in the model
