@@ -234,8 +234,12 @@ def resolve_extends(k: Knowledge, node: dict, where: str, seen: tuple[str, ...] 
     drop = node.get("drop") or []
     if not isinstance(drop, list):
         raise ScenarioError(f"{where}.drop: write a list of ids, e.g. [dexamethasone_icans2]")
-    base_ids = [str(e.get("id")) for part in ("prophylaxis", "rules") for e in base.get(part) or []]
-    missing = [str(d) for d in drop if str(d) not in base_ids]
+    def entry_id(e) -> str:
+        return str(e["id"]) if isinstance(e, dict) and "id" in e else ""   # "": never replaces
+
+    base_ids = [i for part in ("prophylaxis", "rules") for e in base.get(part) or [] if (i := entry_id(e))]
+    dropped = {str(d) for d in drop}
+    missing = sorted(dropped - set(base_ids))
     if missing:
         raise ScenarioError(f"{where}.drop: {', '.join(missing)} is not an entry of {base_name}; "
                             f"its ids are {', '.join(base_ids)}")
@@ -243,11 +247,11 @@ def resolve_extends(k: Knowledge, node: dict, where: str, seen: tuple[str, ...] 
            "description": node.get("description", base.get("description", "")),
            "source": node.get("source", base.get("source", ""))}
     for part in ("prophylaxis", "rules"):
-        entries = [e for e in base.get(part) or [] if str(e.get("id")) not in map(str, drop)]
-        at = {str(e.get("id")): i for i, e in enumerate(entries)}
+        entries = [e for e in base.get(part) or [] if entry_id(e) not in dropped]
+        at = {entry_id(e): i for i, e in enumerate(entries) if entry_id(e)}
         for e in node.get(part) or []:
-            if isinstance(e, dict) and str(e.get("id")) in at:
-                entries[at[str(e.get("id"))]] = e
+            if entry_id(e) in at:
+                entries[at[entry_id(e)]] = e
             else:
                 entries.append(e)
         out[part] = entries
