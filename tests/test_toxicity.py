@@ -249,6 +249,19 @@ def test_the_most_support_agrees_with_the_maximum_grades():
     assert (p["crs_max_grade"] >= 3).any() and (v >= 1).any() and (o >= 1).any()
 
 
+def test_the_highest_temperature_tells_who_had_fever_and_so_crs():
+    """temperature_max_c is the hottest assessment. ASTCT opens CRS only with a fever (>= 38.0
+    degC, R-CRS-1), and without prophylaxis nothing masks one before CRS is diagnosed, so the
+    untreated patients with CRS are exactly those whose temperature reached 38 degC; the others
+    stayed between their baseline and 38."""
+    p = _run("none").patients
+    t, crs = p["temperature_max_c"], p["crs_max_grade"] >= 1
+    assert t.notna().all()
+    assert (t[crs] >= 38.0).all() and (t[~crs] < 38.0).all()
+    assert crs.any() and (~crs).any()
+    assert (t >= load_knowledge(False).value("toxicity.signs.baseline_temperature") - 1e-9).all()
+
+
 def test_a_treated_patient_whose_hypotension_comes_back_without_fever_still_has_crs():
     """Tocilizumab takes the fever away for days, while an activated endothelium can keep or
     bring back the leak; by R-CRS-2 that later course is still CRS, so a simulated patient on
@@ -606,6 +619,7 @@ def test_pooled_rates_read_every_seeds_patients_together():
         "solver_status": "ok", "crs_max_grade_lee2014": np.r_[np.ones(50), np.zeros(50)].astype(int),
         "icans_max_grade": np.r_[np.full(40, 3), np.zeros(60)].astype(int),
         "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
+        "temperature_max_c": np.r_[np.full(50, 38.5), np.full(50, 37.2)],
         "crs_onset_day": np.r_[np.ones(50), np.full(50, np.nan)], "crs_duration_days": 3.0,
         "tocilizumab_response": np.nan}, index=range(n))
     targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
@@ -614,6 +628,23 @@ def test_pooled_rates_read_every_seeds_patients_together():
     inside, total, misses = pooled(targets, {"T": arm})
     assert (inside, total) == (1, 2)       # medians are not rates; ICANS 0.40 against 0.10
     assert misses == ["T neuro_grade3plus 0.40 (0.05-0.18)"]
+
+
+def test_crs_with_fever_counts_only_crs_that_reached_38_degrees():
+    """The labels' share of patients whose CRS came with a fever: CRS on the trial's scale and a
+    temperature of at least 38.0 degC; afebrile CRS (possible on Lee 2014 for a real patient) and
+    fever in a patient whose run failed do not count."""
+    from toxicity_measures import simulated
+
+    p = pd.DataFrame({
+        "solver_status": ["ok"] * 5 + ["failed"],
+        "crs_max_grade_lee2014": [1, 2, 1, 0, 0, 1],
+        "temperature_max_c": [38.0, 39.5, 37.9, 37.2, np.nan, 39.0],
+        "icans_max_grade": 0, "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0,
+        "oxygen_support_max": 0, "crs_onset_day": 1.0, "crs_duration_days": 3.0, "tocilizumab_response": np.nan})
+    m = simulated(p, "lee2014")
+    assert m["crs_with_fever"] == pytest.approx(2 / 5)
+    assert m["crs_any"] == pytest.approx(3 / 5)
 
 
 def test_response_by_crs_reads_each_group():

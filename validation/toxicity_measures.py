@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom, binomtest, norm
 
+from carcell.knowledge import load_knowledge
 from carcell.trial.calibrate import rates_by_crs
 
+#: fever (degC), ASTCT 2019 (knowledge/data/grading.yaml)
+FEVER_C = float(load_knowledge(False).value("grading.astct2019.fever_celsius"))
 #: follow-up of the toxicity runs (days): CRS and ICANS are graded to day 28
 FOLLOW_UP_DAYS = 35
 #: management for a trial whose own is not published (validation/targets/toxicity.yaml ``protocol``)
@@ -53,6 +56,9 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         # high-dose) and any oxygen
         "high_dose_vasopressors_among_crs": float((ok["vasopressors_max"] >= 2)[crs >= 1].mean()),
         "oxygen_among_crs": float((ok["oxygen_support_max"] >= 1)[crs >= 1].mean()),
+        # patients whose CRS came with a fever (the labels' "manifestations of CRS"); ASTCT and
+        # the model's grading open CRS only with one, a trial on an older scale need not have
+        "crs_with_fever": float(((crs >= 1) & (ok["temperature_max_c"] >= FEVER_C)).mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
         # the FDA's analysis population: patients given tocilizumab for severe CRS (grade >= 3 on

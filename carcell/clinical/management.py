@@ -422,7 +422,7 @@ class Manager:
     def patient_table(self) -> pd.DataFrame:
         """Per patient: maximum grades, onset, duration, drugs, ICU days (from the graded series)."""
         g = pd.concat(self.grades, ignore_index=True) if self.grades else pd.DataFrame(
-            columns=["patient", "day", "crs_astct", "icans_astct", "vasopressors", "oxygen_device"])
+            columns=["patient", "day", "crs_astct", "icans_astct", "temperature_c", "vasopressors", "oxygen_device"])
         g = g.sort_values(["patient", "day"], kind="stable").reset_index(drop=True)
         g["crs_episode"] = grading.episode_numbers(g["patient"].to_numpy(), g["crs_astct"].to_numpy() > 0)
         g["icans_episode"] = grading.episode_numbers(g["patient"].to_numpy(), g["icans_astct"].to_numpy() > 0)
@@ -432,6 +432,7 @@ class Manager:
         icu = (g[severe].groupby("patient")["day"].nunique() * self.interval_h / 24).reindex(self.patient_ids)
         support = g.assign(oxygen=grading.oxygen_support_level(g["oxygen_device"])).groupby("patient")
         most = support[["vasopressors", "oxygen"]].max().reindex(self.patient_ids).astype(float).fillna(0).astype(int)
+        hottest = g.groupby("patient")["temperature_c"].max().reindex(self.patient_ids).astype(float)
         out = pd.DataFrame({
             "crs_max_grade": per["crs_max_grade"].fillna(0).astype(int).to_numpy(),
             "crs_onset_day": per["crs_onset_day"].to_numpy(),
@@ -450,6 +451,9 @@ class Manager:
             # high-dose) and oxygen (grading.oxygen_support_level: 3 is positive pressure)
             "vasopressors_max": most["vasopressors"].to_numpy(),
             "oxygen_support_max": most["oxygen"].to_numpy(),
+            # the highest temperature recorded at an assessment (NaN if never assessed): fever
+            # is >= 38.0 degC (ASTCT), so with the CRS grades it tells febrile from afebrile CRS
+            "temperature_max_c": hottest.to_numpy(),
             "tocilizumab_response": self._tocilizumab_response(g),
         })
         return out
