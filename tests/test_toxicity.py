@@ -625,9 +625,15 @@ def test_pooled_rates_read_every_seeds_patients_together():
     targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
                      "neuro_grade3plus": {"value": 0.1}, "crs_onset_median_days": {"value": 1}}}
     assert pooled(targets, {"T": arm}) == pooled(targets, {"T": pd.concat([arm, arm])})
-    inside, total, misses = pooled(targets, {"T": arm})
+    inside, total, misses, chances = pooled(targets, {"T": arm})
     assert (inside, total) == (1, 2)       # medians are not rates; ICANS 0.40 against 0.10
-    assert misses == ["T neuro_grade3plus 0.40 (0.05-0.18)"]
+    head, p = misses[0].split("; p=")
+    assert len(misses) == 1 and head == "T neuro_grade3plus 0.40 (0.05-0.18"
+    # 10 of 100 against the model's 0.40: two-sided, every count no likelier than 10
+    from scipy.stats import binom
+    pmf = binom.pmf(np.arange(101), 100, 0.40)
+    assert float(p.rstrip(")")) == pytest.approx(pmf[pmf <= pmf[10] * (1 + 1e-7)].sum(), rel=0.01)
+    assert len(chances) == 2 and all(0 < c <= 0.05 for c in chances)
 
 
 def test_crs_with_fever_counts_only_crs_that_reached_38_degrees():
@@ -645,6 +651,42 @@ def test_crs_with_fever_counts_only_crs_that_reached_38_degrees():
     m = simulated(p, "lee2014")
     assert m["crs_with_fever"] == pytest.approx(2 / 5)
     assert m["crs_any"] == pytest.approx(3 / 5)
+
+
+def test_chance_outside_is_how_often_a_true_model_fails_the_interval_check():
+    """chance_outside: were the model's rate the truth, how often would its trial's reported rate
+    carry a 95% interval that agrees() rejects? Against simulated trials judged by agrees()
+    itself (20,000 trials, standard error about 0.0015); never above 0.05, the Clopper-Pearson
+    interval's guaranteed coverage, and at most 0.025 for an upper bound (one side)."""
+    from toxicity_measures import agrees, chance_outside
+
+    rng = np.random.default_rng(11)
+    for rate, size, target in ((0.9, 101, {"value": 0.5}), (0.2, 128, {"value": 0.5, "compare": "upper_bound"}),
+                               (0.06, 115, {"value": 0.5})):
+        seen, times = np.unique(rng.binomial(size, rate, 20_000), return_counts=True)
+        rejected = np.array([not agrees("x", rate, {**target, "value": k / size}, size) for k in seen])
+        simulated_share = times[rejected].sum() / times.sum()
+        assert chance_outside(rate, target, size) == pytest.approx(simulated_share, abs=0.006)
+    for rate in np.linspace(0.01, 0.99, 25):
+        for size in (36, 79, 137):
+            assert chance_outside(rate, {"value": 0.5}, size) <= 0.05 + 1e-12
+            assert chance_outside(rate, {"value": 0.5, "compare": "upper_bound"}, size) <= 0.025 + 1e-12
+
+
+def test_chance_of_at_least_is_the_poisson_binomial_tail():
+    """Equal chances give the binomial tail; unequal ones the sum over every outcome."""
+    import itertools
+
+    from scipy.stats import binom
+    from toxicity_measures import chance_of_at_least
+
+    assert chance_of_at_least(3, [0.05] * 33) == pytest.approx(binom.sf(2, 33, 0.05), rel=1e-12)
+    assert chance_of_at_least(0, [0.3, 0.1]) == pytest.approx(1.0)
+    chances = [0.1, 0.4, 0.03, 0.25]
+    for m in range(5):
+        brute = sum(np.prod([c if hit else 1 - c for c, hit in zip(chances, hits)])
+                    for hits in itertools.product([0, 1], repeat=4) if sum(hits) >= m)
+        assert chance_of_at_least(m, chances) == pytest.approx(brute, rel=1e-12)
 
 
 def test_response_by_crs_reads_each_group():

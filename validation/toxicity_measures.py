@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom, binomtest, norm
+from scipy.stats import beta, binom, binomtest, norm
 
 from carcell.knowledge import load_knowledge
 from carcell.trial.calibrate import rates_by_crs
@@ -117,6 +117,41 @@ def agrees(measure: str, model: float, target: dict, size: int) -> bool | None:
     if target.get("compare") == "upper_bound":
         return model <= high
     return low <= model <= high
+
+
+def chance_outside(model: float, target: dict, size: int, level: float = 0.05) -> float:
+    """Probability that a trial of the target's size, whose true rate is the model's, reports a
+    rate whose 95% Clopper-Pearson interval leaves the model's rate out (:func:`agrees` would say
+    no). Exact, over every count the trial could have seen; at most ``level`` (the interval's
+    coverage). For an upper bound (a CTCAE count bounding the ASTCT rate from above) the trial's
+    own rate is only known to be at least the model's; taken equal to it, the chance that the
+    interval's upper limit falls below the model's rate is the largest the truth allows."""
+    n = target_size(target, size)
+    k = np.arange(n + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = np.where(k > 0, beta.ppf(level / 2, k, n - k + 1), 0.0)
+        high = np.where(k < n, beta.ppf(1 - level / 2, k + 1, n - k), 1.0)
+    out = high < model if target.get("compare") == "upper_bound" else (model < low) | (model > high)
+    return float(binom.pmf(k, n, model)[out].sum())
+
+
+def p_value(model: float, target: dict, size: int) -> float:
+    """How surprising the trial's count is were the model's rate the truth: the exact binomial
+    test of the count against the model's rate, two-sided (one-sided for an upper bound: a CTCAE
+    count is surprising only if it is below what the model's ASTCT rate gives)."""
+    n = target_size(target, size)
+    k = int(round(float(target["value"]) * n))
+    side = "less" if target.get("compare") == "upper_bound" else "two-sided"
+    return float(binomtest(k, n, min(max(model, 1e-12), 1 - 1e-12), alternative=side).pvalue)
+
+
+def chance_of_at_least(misses: int, chances: list[float]) -> float:
+    """Probability of ``misses`` or more events among independent ones with these chances (the
+    Poisson-binomial tail, by convolution)."""
+    dist = np.array([1.0])
+    for c in chances:
+        dist = np.convolve(dist, [1.0 - c, c])
+    return float(dist[misses:].sum())
 
 
 def chance_of_no_difference(rate_with: float, rate_without: float, n_with: int, n_without: int,
