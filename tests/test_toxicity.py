@@ -636,6 +636,33 @@ def test_pooled_rates_read_every_seeds_patients_together():
     assert len(chances) == 2 and all(0 < c <= 0.05 for c in chances)
 
 
+def test_the_rates_figure_draws_each_rate_beside_its_trial_interval():
+    """toxicity_vs_trials.rates_figure: one row per rate, the trial's interval as a bar (from 0
+    for an upper bound), the model's rate as a dot, filled when inside and open when outside."""
+    from toxicity_vs_trials import pooled_table, rates_figure
+
+    arm = pd.DataFrame({
+        "solver_status": "ok", "crs_max_grade_lee2014": np.r_[np.ones(50), np.zeros(50)].astype(int),
+        "icans_max_grade": np.r_[np.full(40, 3), np.zeros(60)].astype(int),
+        "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
+        "temperature_max_c": 37.5, "crs_onset_day": 1.0, "crs_duration_days": 3.0, "tocilizumab_response": np.nan})
+    targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
+                     "neuro_grade3plus": {"value": 0.1}, "neuro_any": {"value": 0.5, "compare": "upper_bound"}}}
+    table = pooled_table(targets, {"T": arm})
+    # in the targets' order: CRS 0.5 inside; ICANS >= 3 0.4 against 0.05-0.18; ICANS 0.4 <= 0.5
+    assert table["inside"].tolist() == [True, False, True]
+    ax = rates_figure(table, "t").axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["T  crs_any", "T  neuro_grade3plus",
+                                                            "T  neuro_any (upper bound)"]
+    bars = ax.collections[0].get_segments()
+    assert [b[0][0] for b in bars] == pytest.approx([table["low"][0], table["low"][1], 0.0])
+    assert [b[1][0] for b in bars] == pytest.approx(table["high"].tolist())
+    dots = {line.get_label(): line for line in ax.get_lines()}
+    assert dots["model, inside"].get_xdata().tolist() == pytest.approx([0.5, 0.4])
+    assert dots["model, outside"].get_xdata().tolist() == pytest.approx([0.4])
+    assert dots["model, outside"].get_markerfacecolor() == "white"
+
+
 def test_crs_with_fever_counts_only_crs_that_reached_38_degrees():
     """The labels' share of patients whose CRS came with a fever: CRS on the trial's scale and a
     temperature of at least 38.0 degC; afebrile CRS (possible on Lee 2014 for a real patient) and

@@ -1,7 +1,7 @@
 """Simulated CRS, neurotoxicity, drug use, onset and duration beside the pivotal trials, each on
 the trial's own CRS scale.
 
-    python validation/toxicity_vs_trials.py [--n 200] [--calibrated] [--seed 20261129 [1 2 3]]
+    python validation/toxicity_vs_trials.py [--n 200] [--calibrated] [--seed 20261129 [1 2 3]] [--plot rates.png]
 
 With several seeds it prints each seed's table, then the totals over seeds and the rates of
 all seeds' patients pooled: the best estimate of the model's own rate, since one seed of 400
@@ -148,19 +148,66 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
     return (inside, total, objective, both, passed, checks), patients
 
 
+def pooled_table(targets: dict, patients: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every rate of every trial on all seeds' patients together, one row each: the model's rate,
+    the trial's with its 95% interval (``upper_bound``: a CTCAE count, only its upper limit
+    applies), whether they agree, the chance that the trial would have left the model's rate
+    outside were the model the truth, and the trial's count tested against the model's rate."""
+    rows = []
+    for trial, t in targets.items():
+        size = int(t["infused"])
+        for measure, target, model, ok, ci in rate_checks(t, simulated(patients[trial], t["crs_scale"])):
+            if ok is None:
+                continue
+            low, high = interval(target, size)
+            rows.append({"trial": trial, "measure": measure, "model": model, "trial_rate": float(target["value"]),
+                         "low": low, "high": high, "upper_bound": target.get("compare") == "upper_bound",
+                         "inside": bool(ok), "interval": ci, "chance_outside": chance_outside(model, target, size),
+                         "p": p_value(model, target, size)})
+    return pd.DataFrame(rows)
+
+
 def pooled(targets: dict, patients: dict[str, pd.DataFrame]) -> tuple[int, int, list[str], list[float]]:
     """Rates inside the trials' intervals on every seed's patients together: a better estimate
     of the model's own rate than any one seed (its sampling error shrinks with the patients);
-    returns (inside, rates, the misses as 'trial measure model (interval)', and for each rate the
-    chance that its trial would have left the model's rate outside were the model the truth)."""
-    checks = [(trial, measure, model, ok, ci, target, int(t["infused"]))
-              for trial, t in targets.items()
-              for measure, target, model, ok, ci in rate_checks(t, simulated(patients[trial], t["crs_scale"]))
-              if ok is not None]
-    misses = [f"{trial} {measure} {model:.2f} ({ci}; p={p_value(model, target, size):.2g})"
-              for trial, measure, model, ok, ci, target, size in checks if not ok]
-    chances = [chance_outside(model, target, size) for _, _, model, _, _, target, size in checks]
-    return len(checks) - len(misses), len(checks), misses, chances
+    returns (inside, rates, the misses as 'trial measure model (interval; p)', and for each rate
+    the chance that its trial would have left the model's rate outside were the model the truth)."""
+    table = pooled_table(targets, patients)
+    misses = [f"{r.trial} {r.measure} {r.model:.2f} ({r.interval}; p={r.p:.2g})"
+              for r in table.itertuples() if not r.inside]
+    return len(table) - len(misses), len(table), misses, table["chance_outside"].tolist()
+
+
+def rates_figure(table: pd.DataFrame, title: str):
+    """Each trial's rate with its 95% interval (a bar; from 0 for an upper bound) and the model's
+    rate (a dot: filled inside, open outside), one row per rate, trials in bands."""
+    from matplotlib.figure import Figure
+
+    n = len(table)
+    fig = Figure(figsize=(8.0, 1.2 + 0.24 * n))
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(n)[::-1]
+    low = np.where(table["upper_bound"], 0.0, table["low"])
+    ax.hlines(y, low, table["high"], color="0.55", lw=4, alpha=0.6, label="trial, 95% interval")
+    ax.plot(table["trial_rate"], y, "|", color="0.2", ms=9, label="trial")
+    inside = table["inside"].to_numpy()
+    ax.plot(table["model"][inside], y[inside], "o", color="tab:blue", ms=5, label="model, inside")
+    ax.plot(table["model"][~inside], y[~inside], "o", mfc="white", mec="tab:red", mew=1.5, ms=6,
+            label="model, outside")
+    ax.set_yticks(y, [f"{t}  {m}" + (" (upper bound)" if ub else "")
+                      for t, m, ub in zip(table["trial"], table["measure"], table["upper_bound"])], fontsize=7)
+    trials = table["trial"].to_numpy()
+    for k, start in enumerate(np.flatnonzero(np.r_[True, trials[1:] != trials[:-1]])):
+        stop = start + int((trials[start:] == trials[start]).cumprod().sum())
+        if k % 2:
+            ax.axhspan(y[stop - 1] - 0.5, y[start] + 0.5, color="0.93", zorder=0)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("share of patients")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9, x=0.02, ha="left")
+    fig.tight_layout()
+    return fig
 
 
 def main() -> None:
@@ -172,6 +219,8 @@ def main() -> None:
                     help=f"population seed(s) (default {SEED}, not the calibration's); with several, "
                          "each is printed and then their totals: one seed's count of rates inside "
                          "moves by several between seeds")
+    ap.add_argument("--plot", metavar="PNG", help="also draw every rate (all seeds' patients together) "
+                    "beside its trial's 95%% interval")
     ap.add_argument("--who-has-crs", action="store_true",
                     help="also print the medians of the patients with and without CRS")
     args = ap.parse_args()
@@ -186,9 +235,10 @@ def main() -> None:
         rows.append(row)
         for trial, p in patients.items():
             arms[trial].append(p)
+    together = {t: pd.concat(ps) for t, ps in arms.items()}
     if len(rows) > 1:
         inside, total, objective, both, passed, checks = (sum(col) for col in zip(*rows))
-        pooled_inside, pooled_total, misses, chances = pooled(targets, {t: pd.concat(ps) for t, ps in arms.items()})
+        pooled_inside, pooled_total, misses, chances = pooled(targets, together)
         print(f"\nAll {len(rows)} seeds ({', '.join(map(str, args.seed))}): {inside} of {total} rates inside; "
               f"CRS-and-response checks passed {passed} of {checks}; objective {objective + both:.1f} "
               f"(trial measures {objective:.1f}, CRS and response {both:.1f})")
@@ -201,6 +251,10 @@ def main() -> None:
               f"outside, all inside with chance {1 - chance_of_at_least(1, chances):.2f}, and "
               f"{len(misses)} or more outside with chance {chance_of_at_least(len(misses), chances):.2f} "
               "(rates taken as independent; several share patients, docs/toxicity.md)")
+    if args.plot:   # one seed or several, their patients together
+        rates_figure(pooled_table(targets, together), f"Toxicity rates, model ({len(args.seed)} x {args.n} patients per trial) against "
+                            "the trials").savefig(args.plot, dpi=150)
+        print(f"figure written to {args.plot}")
 
 
 if __name__ == "__main__":
