@@ -609,6 +609,17 @@ def test_a_measure_the_arm_cannot_give_counts_as_far_off_as_it_can_be():
     assert discrepancy("tocilizumab_response", float("nan"), rate, 101) > 10
 
 
+def test_a_target_marked_not_fitted_adds_nothing_to_the_objective_but_is_still_checked():
+    """fit: false (ZUMA-1's any-grade CRS, which counts afebrile CRS the model's grading cannot):
+    no term in the calibration objective, while agrees() still compares it with its interval."""
+    from toxicity_measures import agrees, discrepancy
+
+    fitted, reported = {"value": 0.93}, {"value": 0.93, "fit": False}
+    assert discrepancy("crs_any", 0.79, fitted, 101) > 10
+    assert discrepancy("crs_any", 0.79, reported, 101) == 0.0
+    assert agrees("crs_any", 0.79, reported, 101) is False and agrees("crs_any", 0.92, reported, 101) is True
+
+
 def test_pooled_rates_read_every_seeds_patients_together():
     """toxicity_vs_trials.pooled: the rates of all seeds' patients together against each trial's
     interval; two copies of one arm give its own rates, and a rate outside is named."""

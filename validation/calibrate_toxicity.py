@@ -40,7 +40,8 @@ real-world ASTCT counts of any-grade CRS and ICANS with axi-cel and tisa-cel (Pe
 MSKCC arms), each run with its example scenario under its own management protocol (``protocol`` in the targets file; ASCO 2021 where the
 trial's is not published); for ZUMA-1 and KarMMa also the share of patients whose CRS came
 with a fever (their labels; added after the last fit, docs/toxicity.md "ZUMA-1's CRS without
-fever"). Objective (validation/toxicity_measures.py):
+fever"); a target marked ``fit: false`` (ZUMA-1's any-grade CRS, which counts afebrile CRS) is
+reported but adds no term. Objective (validation/toxicity_measures.py):
 binomial deviance of each rate for the trial's size, CRS on the trial's own scale; CTCAE
 any-grade neurotoxicity only as an upper bound; squared error of median onset and duration
 in units of 1 and 1.5 days; for the lymphoma arms (ZUMA-1, JULIET), the real-world finding of no

@@ -90,6 +90,8 @@ def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
     counts as far off as it can be: 25 for a median (5 of its spreads), the larger deviance of
     the two ends of the range for a rate."""
     value, size = float(target["value"]), target_size(target, size)
+    if target.get("fit") is False:   # reported beside the model, not fitted (the targets file says why)
+        return 0.0
     if measure in MEDIAN_SD_DAYS:
         if np.isnan(model):
             return 25.0
