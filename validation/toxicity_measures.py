@@ -103,12 +103,21 @@ def discrepancy(measure: str, model: float, target: dict, size: int) -> float:
     return binomial_deviance(model, value, size)
 
 
+def clopper_pearson(k, n: int, level: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper-Pearson) ``1 - level`` interval of ``k`` events in ``n``, for one count or
+    an array of them."""
+    k = np.asarray(k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = np.where(k > 0, beta.ppf(level / 2, k, n - k + 1), 0.0)
+        high = np.where(k < n, beta.ppf(1 - level / 2, k + 1, n - k), 1.0)
+    return low, high
+
+
 def interval(target: dict, size: int) -> tuple[float, float]:
     """95% Clopper-Pearson interval of a trial rate for its size."""
     size = target_size(target, size)
-    k = int(round(float(target["value"]) * size))
-    ci = binomtest(k, size).proportion_ci(0.95, method="exact")
-    return float(ci.low), float(ci.high)
+    low, high = clopper_pearson(int(round(float(target["value"]) * size)), size)
+    return float(low), float(high)
 
 
 def agrees(measure: str, model: float, target: dict, size: int) -> bool | None:
@@ -130,9 +139,7 @@ def chance_outside(model: float, target: dict, size: int, level: float = 0.05) -
     interval's upper limit falls below the model's rate is the largest the truth allows."""
     n = target_size(target, size)
     k = np.arange(n + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        low = np.where(k > 0, beta.ppf(level / 2, k, n - k + 1), 0.0)
-        high = np.where(k < n, beta.ppf(1 - level / 2, k + 1, n - k), 1.0)
+    low, high = clopper_pearson(k, n, level)
     out = high < model if target.get("compare") == "upper_bound" else (model < low) | (model > high)
     return float(binom.pmf(k, n, model)[out].sum())
 

@@ -167,15 +167,20 @@ def pooled_table(targets: dict, patients: dict[str, pd.DataFrame]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def pooled(targets: dict, patients: dict[str, pd.DataFrame]) -> tuple[int, int, list[str], list[float]]:
-    """Rates inside the trials' intervals on every seed's patients together: a better estimate
-    of the model's own rate than any one seed (its sampling error shrinks with the patients);
-    returns (inside, rates, the misses as 'trial measure model (interval; p)', and for each rate
-    the chance that its trial would have left the model's rate outside were the model the truth)."""
-    table = pooled_table(targets, patients)
+def pooled_summary(table: pd.DataFrame) -> tuple[int, int, list[str], list[float]]:
+    """(inside, rates, the misses as 'trial measure model (interval; p)', and for each rate the
+    chance that its trial would have left the model's rate outside were the model the truth) of a
+    :func:`pooled_table`."""
     misses = [f"{r.trial} {r.measure} {r.model:.2f} ({r.interval}; p={r.p:.2g})"
               for r in table.itertuples() if not r.inside]
     return len(table) - len(misses), len(table), misses, table["chance_outside"].tolist()
+
+
+def pooled(targets: dict, patients: dict[str, pd.DataFrame]) -> tuple[int, int, list[str], list[float]]:
+    """Rates inside the trials' intervals on every seed's patients together: a better estimate
+    of the model's own rate than any one seed (its sampling error shrinks with the patients);
+    :func:`pooled_summary` of their :func:`pooled_table`."""
+    return pooled_summary(pooled_table(targets, patients))
 
 
 def rates_figure(table: pd.DataFrame, title: str):
@@ -197,10 +202,9 @@ def rates_figure(table: pd.DataFrame, title: str):
     ax.set_yticks(y, [f"{t}  {m}" + (" (upper bound)" if ub else "")
                       for t, m, ub in zip(table["trial"], table["measure"], table["upper_bound"])], fontsize=7)
     trials = table["trial"].to_numpy()
-    for k, start in enumerate(np.flatnonzero(np.r_[True, trials[1:] != trials[:-1]])):
-        stop = start + int((trials[start:] == trials[start]).cumprod().sum())
-        if k % 2:
-            ax.axhspan(y[stop - 1] - 0.5, y[start] + 0.5, color="0.93", zorder=0)
+    starts = np.flatnonzero(np.r_[True, trials[1:] != trials[:-1]])
+    for start, stop in list(zip(starts, np.r_[starts[1:], n]))[1::2]:   # every other trial shaded
+        ax.axhspan(y[stop - 1] - 0.5, y[start] + 0.5, color="0.93", zorder=0)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_xlabel("share of patients")
@@ -235,10 +239,10 @@ def main() -> None:
         rows.append(row)
         for trial, p in patients.items():
             arms[trial].append(p)
-    together = {t: pd.concat(ps) for t, ps in arms.items()}
+    table = pooled_table(targets, {t: pd.concat(ps) for t, ps in arms.items()})
     if len(rows) > 1:
         inside, total, objective, both, passed, checks = (sum(col) for col in zip(*rows))
-        pooled_inside, pooled_total, misses, chances = pooled(targets, together)
+        pooled_inside, pooled_total, misses, chances = pooled_summary(table)
         print(f"\nAll {len(rows)} seeds ({', '.join(map(str, args.seed))}): {inside} of {total} rates inside; "
               f"CRS-and-response checks passed {passed} of {checks}; objective {objective + both:.1f} "
               f"(trial measures {objective:.1f}, CRS and response {both:.1f})")
@@ -252,8 +256,8 @@ def main() -> None:
               f"{len(misses)} or more outside with chance {chance_of_at_least(len(misses), chances):.2f} "
               "(rates taken as independent; several share patients, docs/toxicity.md)")
     if args.plot:   # one seed or several, their patients together
-        rates_figure(pooled_table(targets, together), f"Toxicity rates, model ({len(args.seed)} x {args.n} patients per trial) against "
-                            "the trials").savefig(args.plot, dpi=150)
+        title = f"Toxicity rates, model ({len(args.seed)} x {args.n} patients per trial) against the trials"
+        rates_figure(table, title).savefig(args.plot, dpi=150)
         print(f"figure written to {args.plot}")
 
 
