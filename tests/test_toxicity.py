@@ -632,6 +632,8 @@ def test_pooled_rates_read_every_seeds_patients_together():
         "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
         "temperature_max_c": np.r_[np.full(50, 38.5), np.full(50, 37.2)],
         "crs_onset_day": np.r_[np.ones(50), np.full(50, np.nan)], "crs_duration_days": 3.0,
+        "crs_max_grade": np.r_[np.ones(50), np.zeros(50)].astype(int),
+        "icans_onset_day": np.r_[np.full(40, 2.0), np.full(60, np.nan)], "icans_duration_days": 4.0,
         "tocilizumab_response": np.nan}, index=range(n))
     targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
                      "neuro_grade3plus": {"value": 0.1}, "crs_onset_median_days": {"value": 1}}}
@@ -656,7 +658,8 @@ def test_the_rates_figure_draws_each_rate_beside_its_trial_interval():
         "solver_status": "ok", "crs_max_grade_lee2014": np.r_[np.ones(50), np.zeros(50)].astype(int),
         "icans_max_grade": np.r_[np.full(40, 3), np.zeros(60)].astype(int),
         "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
-        "temperature_max_c": 37.5, "crs_onset_day": 1.0, "crs_duration_days": 3.0, "tocilizumab_response": np.nan})
+        "temperature_max_c": 37.5, "crs_onset_day": 1.0, "crs_duration_days": 3.0, "tocilizumab_response": np.nan,
+        "crs_max_grade": 1, "icans_onset_day": 2.0, "icans_duration_days": 4.0})
     targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
                      "neuro_grade3plus": {"value": 0.1}, "neuro_any": {"value": 0.5, "compare": "upper_bound"}}}
     table = pooled_table(targets, {"T": arm})
@@ -685,10 +688,45 @@ def test_crs_with_fever_counts_only_crs_that_reached_38_degrees():
         "crs_max_grade_lee2014": [1, 2, 1, 0, 0, 1],
         "temperature_max_c": [38.0, 39.5, 37.9, 37.2, np.nan, 39.0],
         "icans_max_grade": 0, "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0,
-        "oxygen_support_max": 0, "crs_onset_day": 1.0, "crs_duration_days": 3.0, "tocilizumab_response": np.nan})
+        "oxygen_support_max": 0, "crs_onset_day": 1.0, "crs_duration_days": 3.0, "tocilizumab_response": np.nan,
+        "crs_max_grade": 1, "icans_onset_day": np.nan, "icans_duration_days": np.nan})
     m = simulated(p, "lee2014")
     assert m["crs_with_fever"] == pytest.approx(2 / 5)
     assert m["crs_any"] == pytest.approx(3 / 5)
+
+
+def test_icans_after_crs_counts_icans_that_began_once_crs_was_over():
+    """The Abecma label's timing check: of the patients with ICANS, those whose ICANS began after
+    their CRS had resolved (2 of 36 in KarMMa). ICANS starting on the day CRS ends counts as
+    after it; ICANS during CRS does not; a patient with ICANS and no CRS is in the denominator
+    only; patients without ICANS are in neither. ICANS onset and duration are medians over the
+    patients with ICANS."""
+    from toxicity_measures import agrees, icans_after_crs, simulated
+
+    p = pd.DataFrame({
+        "solver_status": "ok",
+        "crs_max_grade_lee2014": [1, 1, 2, 0, 1, 0],
+        "crs_max_grade": [1, 1, 2, 0, 1, 0],
+        "crs_onset_day": [1.0, 1.0, 2.0, np.nan, 1.0, np.nan],
+        "crs_duration_days": [3.0, 5.0, 2.0, np.nan, 4.0, np.nan],
+        #                     during CRS, at its end, after it, without CRS, no ICANS, no ICANS
+        "icans_max_grade": [2, 1, 3, 1, 0, 0],
+        "icans_onset_day": [2.0, 6.0, 9.0, 3.0, np.nan, np.nan],
+        "icans_duration_days": [4.0, 6.0, 20.0, 1.0, np.nan, np.nan],
+        "temperature_max_c": 38.5, "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0,
+        "oxygen_support_max": 0, "tocilizumab_response": np.nan})
+    assert icans_after_crs(p) == pytest.approx(2 / 4)
+    m = simulated(p, "lee2014")
+    assert m["icans_after_crs_among_icans"] == pytest.approx(0.5)
+    assert m["icans_onset_median_days"] == pytest.approx(np.median([2.0, 6.0, 9.0, 3.0]))
+    assert m["icans_duration_median_days"] == pytest.approx(np.median([4.0, 6.0, 20.0, 1.0]))
+    assert np.isnan(icans_after_crs(p.assign(icans_max_grade=0)))
+    # the medians are printed beside the trials, not judged against an interval
+    assert agrees("icans_duration_median_days", 18.0, {"value": 6}, 127) is None
+    # the KarMMa check itself: 2 of 36, whose 95% interval is about 0.007-0.19
+    target = {"value": 0.056, "n": 36}
+    assert agrees("icans_after_crs_among_icans", 0.15, target, 128) is True
+    assert agrees("icans_after_crs_among_icans", 0.60, target, 128) is False
 
 
 def test_chance_outside_is_how_often_a_true_model_fails_the_interval_check():

@@ -3,8 +3,9 @@ calibration and validation scripts).
 
 Rates are shares of patients whose solver finished. CRS is read on the trial's own scale
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
-ASTCT ICANS. Onset and duration are medians over patients with CRS; the rates named
-``..._among_crs`` (drugs, vasopressors, oxygen) are shares of those patients. Tocilizumab
+ASTCT ICANS. Onset and duration are medians over the patients with CRS (with ICANS, for the
+``icans_...`` ones); the rates named ``..._among_crs`` (drugs, vasopressors, oxygen) are shares
+of the patients with CRS. Tocilizumab
 response is the share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's
 scale: the population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis
 defined it (carcell.clinical.management, column ``tocilizumab_response``).
@@ -35,7 +36,8 @@ def management_sets(trial: dict) -> list[str]:
 
 #: spread allowed around a trial's median onset or duration (days): the trials report medians
 #: of about 100 patients with wide ranges; 1 day (onset) and 1.5 days (duration) are assumptions
-MEDIAN_SD_DAYS = {"crs_onset_median_days": 1.0, "crs_duration_median_days": 1.5}
+MEDIAN_SD_DAYS = {"crs_onset_median_days": 1.0, "crs_duration_median_days": 1.5,
+                  "icans_onset_median_days": 1.0, "icans_duration_median_days": 1.5}
 
 
 def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
@@ -61,10 +63,26 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         "crs_with_fever": float(((crs >= 1) & (ok["temperature_max_c"] >= FEVER_C)).mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
+        # ICANS onset and duration, medians over the patients with ICANS (their days, all
+        # episodes together, as for CRS)
+        "icans_onset_median_days": float(ok["icans_onset_day"].median()),
+        "icans_duration_median_days": float(ok["icans_duration_days"].median()),
+        # of the patients with ICANS, those whose ICANS began after their CRS had ended (ASTCT
+        # CRS, its end taken as onset plus the CRS days: exact for one episode)
+        "icans_after_crs_among_icans": icans_after_crs(ok),
         # the FDA's analysis population: patients given tocilizumab for severe CRS (grade >= 3 on
         # the trial's scale; NaN when there were none), its response definition
         "tocilizumab_response": float(ok["tocilizumab_response"][crs >= 3].mean()),
     }
+
+
+def icans_after_crs(p: pd.DataFrame) -> float:
+    """Share of the patients with ICANS whose ICANS began once their CRS was over (NaN when no
+    patient had ICANS). A patient with ICANS and no CRS counts in the denominator only."""
+    icans = p["icans_max_grade"] >= 1
+    crs_end = p["crs_onset_day"] + p["crs_duration_days"]
+    after = (p["icans_onset_day"] >= crs_end) & (p["crs_max_grade"] >= 1)
+    return float(after[icans].mean()) if icans.any() else float("nan")
 
 
 def target_size(target: dict, size: int) -> int:
