@@ -204,6 +204,21 @@ def test_response_difference_by_crs_is_weighted_within_each_group(tmp_path):
     assert load_targets(path).targets[0].se() == pytest.approx(0.18 / 1.96)
 
 
+def test_toxicity_timing_medians_are_taken_over_the_patients_who_had_the_toxicity():
+    """crs_duration_days_median, icans_onset_day_median, ...: a target may be the median onset or
+    duration of CRS or ICANS (a label gives them), over the patients who had it (the others have
+    no value), weighted like every other measure."""
+    from carcell.trial.calibrate import measure_name_check
+
+    for name in ("crs_duration_days_median", "icans_duration_days_median", "icans_onset_day_median",
+                 "crs_onset_day_geomean"):
+        measure_name_check(name, "targets.yaml")       # accepted
+    df = pd.DataFrame({"icans_duration_days": [np.nan, 2.0, 4.0, 30.0, np.nan]})
+    assert measure(df, "icans_duration_days_median") == pytest.approx(4.0)
+    w = np.array([0.1, 0.1, 0.1, 0.6, 0.1])        # the long episode outweighs the two short ones
+    assert measure(df, "icans_duration_days_median", w) == pytest.approx(30.0)
+
+
 @pytest.mark.parametrize("name,expected", [
     ("car_cells_per_litre_day_7_median", "'car_cells_per_litre' is not a trajectory quantity"),
     ("car_cells_per_ul_day_7_mean", "unknown measure"),

@@ -133,6 +133,9 @@ LEVEL = re.compile(r"^(?P<quantity>[a-z0-9_]+?)_day_(?P<day>\d+(?:\.\d+)?)_(?:me
 #: a response rate among patients with CRS (any grade, ASTCT) minus among those without, e.g.
 #: cr_difference_by_crs: how closely the toxicity goes with the response
 BY_CRS = re.compile(r"^(?P<response>orr|cr|vgpr_or_better)_difference_by_crs$")
+#: per-patient columns of the toxicity layer whose median (or geometric mean) over the patients
+#: that have one can be a target, e.g. icans_duration_days_median (docs/calibration.md)
+TIMING_COLUMNS = ("crs_onset_day", "crs_duration_days", "icans_onset_day", "icans_duration_days", "tmax_days")
 
 
 def measure_name_check(name: str, where) -> None:
@@ -144,12 +147,13 @@ def measure_name_check(name: str, where) -> None:
                             f"use one of {', '.join(sorted(QUANTITIES))}")
     ok = (name in _SIMPLE or name.startswith(("pfs_at_", "os_at_", "efs_at_"))
           or name in ("pfs_median_days", "os_median_days", "efs_median_days")
-          or name.startswith(("cmax_", "auc_")) and name.endswith(("_geomean", "_median")) or level
-          or BY_CRS.match(name))
+          or name.startswith(("cmax_", "auc_") + TIMING_COLUMNS) and name.endswith(("_geomean", "_median"))
+          or level or BY_CRS.match(name))
     if not ok:
         raise ScenarioError(f"{where}: targets.{name}: unknown measure; use orr, cr, vgpr_or_better, "
                             "pfs_at_DAYS, os_at_DAYS, efs_at_DAYS, pfs_median_days, os_median_days, "
-                            "efs_median_days, COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns, "
+                            "efs_median_days, COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns "
+                            f"and {', '.join(TIMING_COLUMNS)}, "
                             "QUANTITY_day_DAY_median / _geomean for a trajectory's level on a day "
                             "(e.g. car_cells_per_ul_day_7_median), or RESPONSE_difference_by_crs "
                             "(orr, cr or vgpr_or_better among patients with CRS minus among those without)")
@@ -238,6 +242,8 @@ def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
         raise ScenarioError(f"targets.{name}: the patient table has no column {col!r}{hint}")
     x = df[col].to_numpy(float)
     ok = np.isfinite(x) & (x > 0)
+    if not np.sum(w[ok]) > 0:      # nobody (with weight) has a value, e.g. no ICANS at all
+        return float("nan")
     if name.endswith("_geomean"):
         return float(np.exp(np.sum(w[ok] * np.log(x[ok])) / np.sum(w[ok])))
     return _wquantile(x[ok], w[ok] / np.sum(w[ok]), 0.5)
