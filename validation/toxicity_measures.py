@@ -5,10 +5,10 @@ Rates are shares of patients whose solver finished. CRS is read on the trial's o
 (``crs_scale`` in validation/targets/toxicity.yaml: lee2014, penn or astct); neurotoxicity is
 ASTCT ICANS. Onset and duration are medians over the patients with CRS (with ICANS, for the
 ``icans_...`` ones); the rates named ``..._among_crs`` (drugs, vasopressors, oxygen) are shares
-of the patients with CRS. Tocilizumab
-response is the share of patients given tocilizumab for severe CRS (grade >= 3 on the trial's
-scale: the population of the FDA's analysis, Le et al. 2018) whose CRS resolved as that analysis
-defined it (carcell.clinical.management, column ``tocilizumab_response``).
+of the patients with CRS. Tocilizumab response is the share of patients given tocilizumab for
+severe CRS (grade >= 3 on the trial's scale: the population of the FDA's analysis, Le et al.
+2018) whose CRS resolved as that analysis defined it (carcell.clinical.management, column
+``tocilizumab_response``).
 """
 
 from __future__ import annotations
