@@ -729,6 +729,30 @@ def test_icans_after_crs_counts_icans_that_began_once_crs_was_over():
     assert agrees("icans_after_crs_among_icans", 0.60, target, 128) is False
 
 
+def test_il6_fold_is_day_28_over_infusion_and_a_check_without_an_interval():
+    """The Abecma label's "returned to baseline within one month": serum IL-6 on day 28 over its
+    value at infusion, linear between output times, median over the patients; printed beside
+    the label's 1, never fitted and never judged against an interval."""
+    from toxicity_measures import agrees, discrepancy, il6_fold, simulated
+
+    times = np.array([0.0, 7.0, 21.0, 35.0])
+    il6 = np.array([[5.0, 500.0, 40.0, 5.0],       # day 28 halfway from 40 to 5: 22.5 -> 4.5 x
+                    [10.0, 10.0, 10.0, 10.0],      # never moved: 1
+                    [2.0, 3000.0, 3000.0, 1000.0]])  # day 28: 2000 -> 1000 x
+    np.testing.assert_allclose(il6_fold(times, il6), [4.5, 1.0, 1000.0])
+    p = pd.DataFrame({"solver_status": "ok", "crs_max_grade": 0, "icans_max_grade": 0,
+                      "crs_onset_day": np.nan, "crs_duration_days": np.nan, "icans_onset_day": np.nan,
+                      "icans_duration_days": np.nan, "temperature_max_c": 37.0, "tocilizumab_doses": 0,
+                      "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
+                      "tocilizumab_response": np.nan}, index=range(3))
+    assert np.isnan(simulated(p, "astct")["il6_day_28_fold_median"])     # no trajectories: no value
+    m = simulated(p.assign(il6_day_28_fold=il6_fold(times, il6)), "astct")
+    assert m["il6_day_28_fold_median"] == pytest.approx(4.5)
+    target = {"value": 1}
+    assert agrees("il6_day_28_fold_median", 4.5, target, 128) is None
+    assert discrepancy("il6_day_28_fold_median", 4.5, target, 128) == 0.0
+
+
 def test_chance_outside_is_how_often_a_true_model_fails_the_interval_check():
     """chance_outside: were the model's rate the truth, how often would its trial's reported rate
     carry a 95% interval that agrees() rejects? Against simulated trials judged by agrees()

@@ -211,7 +211,7 @@ def test_toxicity_timing_medians_are_taken_over_the_patients_who_had_the_toxicit
     from carcell.trial.calibrate import measure_name_check
 
     for name in ("crs_duration_days_median", "icans_duration_days_median", "icans_onset_day_median",
-                 "crs_onset_day_geomean"):
+                 "crs_onset_day_geomean", "response_day_median"):
         measure_name_check(name, "targets.yaml")       # accepted
     df = pd.DataFrame({"icans_duration_days": [np.nan, 2.0, 4.0, 30.0, np.nan]})
     assert measure(df, "icans_duration_days_median") == pytest.approx(4.0)

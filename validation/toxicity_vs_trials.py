@@ -40,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toxicity_measures import (agrees, chance_of_at_least, chance_outside, discrepancy,  # noqa: E402
-                               interval, management_sets, no_difference_check, p_value,
+                               il6_fold, interval, management_sets, no_difference_check, p_value,
                                response_by_crs, simulated)
 
 from carcell.cohort import run_cohort  # noqa: E402
@@ -128,8 +128,9 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
             sets.append(f"population.calibration={t['calibration']}")
         sc = load_scenario(ROOT / t["example"], sets)
         result = run_cohort(sc)
-        patients[trial] = result.patients
-        for measure, target, model, ok, ci in rate_checks(t, simulated(result.patients, t["crs_scale"])):
+        p = result.patients.assign(il6_day_28_fold=il6_fold(np.asarray(result.times), result.trajectories["il6"]))
+        patients[trial] = p
+        for measure, target, model, ok, ci in rate_checks(t, simulated(p, t["crs_scale"])):
             value = float(target["value"])
             objective += discrepancy(measure, model, target, int(t["infused"]))
             if ok is None:

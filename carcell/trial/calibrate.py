@@ -133,9 +133,11 @@ LEVEL = re.compile(r"^(?P<quantity>[a-z0-9_]+?)_day_(?P<day>\d+(?:\.\d+)?)_(?:me
 #: a response rate among patients with CRS (any grade, ASTCT) minus among those without, e.g.
 #: cr_difference_by_crs: how closely the toxicity goes with the response
 BY_CRS = re.compile(r"^(?P<response>orr|cr|vgpr_or_better)_difference_by_crs$")
-#: per-patient columns of the toxicity layer whose median (or geometric mean) over the patients
-#: that have one can be a target, e.g. icans_duration_days_median (docs/calibration.md)
-TIMING_COLUMNS = ("crs_onset_day", "crs_duration_days", "icans_onset_day", "icans_duration_days", "tmax_days")
+#: per-patient timing columns whose median (or geometric mean) over the patients that have one
+#: can be a target, e.g. icans_duration_days_median or response_day_median, the median time to
+#: first response of the responders (docs/calibration.md)
+TIMING_COLUMNS = ("crs_onset_day", "crs_duration_days", "icans_onset_day", "icans_duration_days", "tmax_days",
+                  "response_day")
 
 
 def measure_name_check(name: str, where) -> None:
