@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.stats import beta, binom, binomtest, norm
 
 from carcell.knowledge import load_knowledge
-from carcell.trial.calibrate import rates_by_crs
+from carcell.trial.calibrate import level_on_day, rates_by_crs
 
 #: fever (degC), ASTCT 2019 (knowledge/data/grading.yaml)
 FEVER_C = float(load_knowledge(False).value("grading.astct2019.fever_celsius"))
@@ -47,8 +47,7 @@ CHECKS = {"il6_day_28_fold_median"}
 def il6_fold(times: np.ndarray, il6: np.ndarray, day: float = 28.0) -> np.ndarray:
     """Each patient's serum IL-6 on ``day`` over its value at infusion (day 0), linear between
     output times: 1 when the cytokine is back where it started."""
-    at = np.array([np.interp(day, times, row) for row in il6])
-    return at / il6[:, 0]
+    return level_on_day(times, il6, day) / il6[:, 0]
 
 
 def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:

@@ -161,6 +161,18 @@ def measure_name_check(name: str, where) -> None:
                             "(orr, cr or vgpr_or_better among patients with CRS minus among those without)")
 
 
+def level_on_day(times: np.ndarray, traj: np.ndarray, day: float) -> np.ndarray:
+    """Each row of ``traj`` (patients x ``times``) on ``day``, linear between output times; NaN
+    for a day outside ``times``."""
+    times = np.asarray(times, float)
+    if not times[0] <= day <= times[-1]:
+        return np.full(traj.shape[0], np.nan)
+    j = min(int(np.searchsorted(times, day, side="right")), times.size - 1)
+    i = max(j - 1, 0)
+    f = 0.0 if j == i else (day - times[i]) / (times[j] - times[i])
+    return (1 - f) * traj[:, i] + f * traj[:, j]
+
+
 def with_levels(result, targets: TargetSet) -> pd.DataFrame:
     """The result's patient table with a column QUANTITY_day_DAY for every level-on-a-day target,
     read from the trajectories (linear interpolation between output times; NaN for a patient
@@ -178,13 +190,8 @@ def with_levels(result, targets: TargetSet) -> pd.DataFrame:
         if q not in result.trajectories:
             raise ScenarioError(f"targets.{col}: the run has no {q!r} trajectories")
         x = np.full(len(patients), np.nan)
-        if times[0] <= day <= times[-1]:
-            j = min(int(np.searchsorted(times, day, side="right")), times.size - 1)
-            i = max(j - 1, 0)
-            f = 0.0 if j == i else (day - times[i]) / (times[j] - times[i])
-            traj = result.trajectories[q]
-            ok = rows >= 0
-            x[ok] = (1 - f) * traj[rows[ok], i] + f * traj[rows[ok], j]
+        ok = rows >= 0
+        x[ok] = level_on_day(times, result.trajectories[q][rows[ok]], day)
         patients[col] = x
     return patients
 
