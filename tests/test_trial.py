@@ -204,6 +204,31 @@ def test_response_difference_by_crs_is_weighted_within_each_group(tmp_path):
     assert load_targets(path).targets[0].se() == pytest.approx(0.18 / 1.96)
 
 
+def test_responder_ratio_is_the_median_among_responders_over_the_median_among_the_others(tmp_path):
+    """COLUMN_responder_ratio (a label's "Cmax about 4.5-fold higher in responders"): the weighted
+    median of a kinetics column among PR-or-better over that among the others; NaN when a group
+    is empty; a target of it compares two groups, so it must give its ci95, and is fitted on the
+    log scale."""
+    from carcell.errors import ScenarioError
+    from carcell.trial.calibrate import load_targets
+
+    df = pd.DataFrame({"best_response": ["CR", "VGPR", "PR", "SD", "PD", "PD"],
+                       "cmax_copies_per_ug": [900.0, 400.0, 100.0, 50.0, 20.0, 10.0]})
+    assert measure(df, "cmax_copies_per_ug_responder_ratio") == pytest.approx(400.0 / 20.0)
+    w = np.array([0.3, 0.05, 0.05, 0.2, 0.2, 0.2])   # the CR carries its group; SD/PD weigh alike
+    assert measure(df, "cmax_copies_per_ug_responder_ratio", w) == pytest.approx(900.0 / 20.0)
+    assert np.isnan(measure(df.assign(best_response="PD"), "cmax_copies_per_ug_responder_ratio"))
+    path = tmp_path / "t.yaml"
+    path.write_text("trial: t\nparameters: {k_kill: 1.0}\n"
+                    "targets:\n  cmax_copies_per_ug_responder_ratio: {value: 4.5, n: 127, source: test}\n")
+    with pytest.raises(ScenarioError, match="cmax_copies_per_ug_responder_ratio.*ci95"):
+        load_targets(path)
+    path.write_text(path.read_text().replace("n: 127", "ci95: [2.58, 7.84]"))
+    target = load_targets(path).targets[0]
+    assert target.kind == "log"
+    assert target.se() == pytest.approx(np.log(7.84 / 2.58) / (2 * 1.96))
+
+
 def test_toxicity_timing_medians_are_taken_over_the_patients_who_had_the_toxicity():
     """crs_duration_days_median, icans_onset_day_median, ...: a target may be the median onset or
     duration of CRS or ICANS (a label gives them), over the patients who had it (the others have

@@ -28,7 +28,7 @@ from carcell.trial.run import run_trial
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-W = 32   # width of the endpoint column (car_cells_per_ul_day_14_median and the like)
+W = 58   # width of the endpoint column (auc_0_28_copies_day_per_ug_responder_ratio (not fitted))
 sys.path.insert(0, str(HERE))
 from toxicity_measures import DEFAULT_PROTOCOL, agrees, interval, management_sets, simulated  # noqa: E402
 
@@ -39,7 +39,10 @@ KINETICS = {
                ("auc_0_28_copies_day_per_ug", True, 318000.0, "AUC0-28 geomean, responders (secondary)")],
 }
 
-# trial -> (scenario, targets, calibration, extra --set, published endpoints not fitted)
+_SMPC = "Abecma SmPC 5.2, read at https://www.rxreasoner.com/substances/idecabtagene-vicleucel/pharmacology"
+
+# trial -> (scenario, targets, calibration, extra --set, published endpoints not fitted: name ->
+# (value, n or a 95% interval, source, note))
 TRIALS = {
     "ZUMA-1": ("examples/axicel_lbcl.yaml", "efficacy_zuma1.yaml", "axi-cel_LBCL", ["trial.follow_up_days=1095"],
                {"os_median_days": (785.3, 101, "doi:10.1182/blood.2022018893", "25.8 months")}),
@@ -47,7 +50,12 @@ TRIALS = {
     "ELIANA": ("examples/tisacel_ball.yaml", "efficacy_eliana.yaml", "tisa-cel_B-ALL",
                ["trial.follow_up_days=1095"], {}),
     "KarMMa": ("examples/idecel_mm.yaml", "efficacy_karmma.yaml", "ide-cel_MM", ["trial.follow_up_days=1095"],
-               {"os_median_days": (754.9, 128, "doi:10.1056/NEJMoa2024850", "24.8 months")}),
+               {"os_median_days": (754.9, 128, "doi:10.1056/NEJMoa2024850", "24.8 months"),
+                # ide-cel's blood kinetics from the Abecma SmPC 5.2 (validation/targets/
+                # efficacy_karmma_kinetics.yaml has the sources and how the intervals were set)
+                "tmax_days_median": (11.0, 127, _SMPC, "median Tmax"),
+                "cmax_copies_per_ug_responder_ratio": (4.5, (2.58, 7.84), _SMPC, "93 vs 34"),
+                "auc_0_28_copies_day_per_ug_responder_ratio": (5.5, (3.12, 9.71), _SMPC, "93 vs 32")}),
 }
 
 
@@ -77,7 +85,9 @@ def main(argv=None) -> int:
                   f"{r.model:>10.3g}  {'yes' if r.inside else 'NO'}")
             failures += not r.inside
         if extra:   # published, not fitted: a check out of sample
-            ts_extra = TargetSet(name, {}, [Target(m, v, nn, None, src, note) for m, (v, nn, src, note) in extra.items()])
+            ts_extra = TargetSet(name, {}, [Target(m, v, None, nn, src, note) if isinstance(nn, tuple)
+                                            else Target(m, v, nn, None, src, note)
+                                            for m, (v, nn, src, note) in extra.items()])
             for r in check_table(patients[patients["infused"]], ts_extra).itertuples():
                 print(f"{r.target + ' (not fitted)':<{W}}{r.published:>11.3g}"
                       f"{f'{r.ci95_low:.3g}-{r.ci95_high:.3g}':>20}{r.model:>10.3g}  {'yes' if r.inside else 'no'}")

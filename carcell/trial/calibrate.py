@@ -52,7 +52,7 @@ class Target:
 
     @property
     def kind(self) -> str:
-        if self.name.endswith("_median_days") or self.name.endswith("_geomean") or self.name.endswith("_median"):
+        if self.name.endswith(("_median_days", "_geomean", "_median", "_responder_ratio")):
             return "log"
         return "rate"
 
@@ -110,8 +110,8 @@ def load_targets(path: Path) -> TargetSet:
         if t.get("n") is None and t.get("ci95") is None:
             raise ScenarioError(f"{path}: targets.{name} needs 'n' (patients) or 'ci95' [low, high] for its uncertainty")
         measure_name_check(name, path)
-        if BY_CRS.match(name) and t.get("ci95") is None:
-            raise ScenarioError(f"{path}: targets.{name} is a difference between two groups; give its 'ci95' "
+        if (BY_CRS.match(name) or RESPONDER_RATIO.match(name)) and t.get("ci95") is None:
+            raise ScenarioError(f"{path}: targets.{name} compares two groups; give its 'ci95' "
                                 "[low, high] (a single 'n' does not say how large each group was)")
         targets.append(Target(name, float(t["value"]), t.get("n"), tuple(t["ci95"]) if t.get("ci95") else None,
                               str(t["source"]), str(t.get("note", ""))))
@@ -138,6 +138,9 @@ BY_CRS = re.compile(r"^(?P<response>orr|cr|vgpr_or_better)_difference_by_crs$")
 #: first response of the responders (docs/calibration.md)
 TIMING_COLUMNS = ("crs_onset_day", "crs_duration_days", "icans_onset_day", "icans_duration_days", "tmax_days",
                   "response_day")
+#: a kinetics column's median among responders (PR or better) over its median among the others, as
+#: labels report exposure by response, e.g. cmax_copies_per_ug_responder_ratio
+RESPONDER_RATIO = re.compile(r"^(?P<column>(?:cmax|auc)_[a-z0-9_]+)_responder_ratio$")
 
 
 def measure_name_check(name: str, where) -> None:
@@ -150,15 +153,17 @@ def measure_name_check(name: str, where) -> None:
     ok = (name in _SIMPLE or name.startswith(("pfs_at_", "os_at_", "efs_at_"))
           or name in ("pfs_median_days", "os_median_days", "efs_median_days")
           or name.startswith(("cmax_", "auc_") + TIMING_COLUMNS) and name.endswith(("_geomean", "_median"))
-          or level or BY_CRS.match(name))
+          or level or BY_CRS.match(name) or RESPONDER_RATIO.match(name))
     if not ok:
         raise ScenarioError(f"{where}: targets.{name}: unknown measure; use orr, cr, vgpr_or_better, "
                             "pfs_at_DAYS, os_at_DAYS, efs_at_DAYS, pfs_median_days, os_median_days, "
                             "efs_median_days, COLUMN_geomean / COLUMN_median for cmax_*/auc_* columns "
                             f"and {', '.join(TIMING_COLUMNS)}, "
                             "QUANTITY_day_DAY_median / _geomean for a trajectory's level on a day "
-                            "(e.g. car_cells_per_ul_day_7_median), or RESPONSE_difference_by_crs "
-                            "(orr, cr or vgpr_or_better among patients with CRS minus among those without)")
+                            "(e.g. car_cells_per_ul_day_7_median), RESPONSE_difference_by_crs "
+                            "(orr, cr or vgpr_or_better among patients with CRS minus among those without), "
+                            "or COLUMN_responder_ratio for cmax_*/auc_* columns (median among responders "
+                            "over median among the others)")
 
 
 def level_on_day(times: np.ndarray, traj: np.ndarray, day: float) -> np.ndarray:
@@ -237,6 +242,20 @@ def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
             raise ScenarioError(f"targets.{name}: the patient table has no crs_max_grade column")
         with_, without = rates_by_crs(df, _SIMPLE[by_crs["response"]](df), w)
         return with_ - without
+    ratio = RESPONDER_RATIO.match(name)
+    if ratio:
+        col = ratio["column"]
+        if col not in df.columns:
+            raise ScenarioError(f"targets.{name}: the patient table has no column {col!r}")
+        x = df[col].to_numpy(float)
+        hit = _SIMPLE["orr"](df).astype(bool)
+        medians = []
+        for group in (hit, ~hit):
+            ok = group & np.isfinite(x) & (x > 0)
+            if not np.sum(w[ok]) > 0:
+                return float("nan")
+            medians.append(_wquantile(x[ok], w[ok] / np.sum(w[ok]), 0.5))
+        return medians[0] / medians[1]
     for ep in ("pfs", "os", "efs"):
         if name.startswith(f"{ep}_at_"):   # event-free share at a day (censoring only at the end)
             day = float(name.removeprefix(f"{ep}_at_"))
