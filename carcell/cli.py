@@ -721,6 +721,8 @@ def calibrate(
     out_console.print(t)
     for p, (mult, omega) in fit.parameters.items():
         out_console.print(f"  {p}: typical x {mult:.3g}, omega {omega:.3g}")
+    for p, (mult, omega, _) in ts.held.items():
+        out_console.print(f"  {p}: held at typical x {mult:.3g}, omega {omega:.3g}")
     out_console.print(f"written {path} (use it as population.calibration), fit.csv, calibration.png")
 
 

@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from carcell.clinical.response import assess
+import pytest
+
+from carcell.clinical.response import assess, baseline_m_protein
 
 T = np.arange(0.0, 366.0)
 LUGANO = {"pr_spd_fraction": 0.5, "pd_spd_increase": 0.5, "cr_detectable_cells": 1e9,
@@ -62,6 +64,38 @@ def test_imwg_stringent_cr_and_mrd_need_deeper_responses_than_cr():
     assert list(r.stringent_cr) == [False, True, True, True]
     assert list(r.mrd_negative) == [False, False, True, True]
     assert r.progression_day[3] == 180
+
+
+def test_imwg_progression_needs_an_absolute_rise_of_half_a_gram_per_decilitre():
+    """IMWG 2016 PD: +25% from the nadir and at least +0.5 g/dL of serum M-protein. With 2.5 g/dL
+    at baseline, 0.5 g/dL is a fifth of the baseline burden: a CR regrowing to 10% of baseline
+    (+0.25 g/dL) is not progression; at 30% (+0.75 g/dL) it is. A patient at 10 g/dL needs only
+    5% of baseline. Without baseline M-protein the relative rule alone applies, as before."""
+    base = 1e11
+    def regrow(level):
+        return np.where(T < 20, base, np.where(T < 150, 1e-3 * base, level * base))
+    curves = [regrow(0.1), regrow(0.3), regrow(0.1)]
+    rules = IMWG | {"pd_absolute_increase": 0.5}
+    b = np.array(curves)
+    r = assess("imwg", T, b, b, np.zeros_like(b), rules, 365, m_protein=np.array([2.5, 2.5, 10.0]))
+    assert np.isnan(r.progression_day[0])
+    assert r.progression_day[1] == 180 and r.progression_day[2] == 180
+    relative_only = run("imwg", curves, IMWG)
+    assert (relative_only.progression_day == 180).all()
+
+
+def test_baseline_m_protein_is_each_patients_own_draw_above_the_measurable_floor():
+    """Log-normal around the median, held at or above 1 g/dL, the same for an id whatever the
+    other ids drawn with it; None without a baseline_m_protein entry."""
+    r = {"baseline_m_protein": [2.5, 0.6], "measurable_m_protein": 1.0}
+    ids = np.arange(4000)
+    m = baseline_m_protein(r, 42, ids)
+    assert m.min() >= 1.0
+    assert np.median(m) == pytest.approx(2.5, rel=0.05)        # the floor is below the median
+    assert np.mean(m <= 1.0) == pytest.approx(0.063, abs=0.015)  # P(z < ln(1/2.5)/0.6) = 0.063
+    assert np.array_equal(baseline_m_protein(r, 42, ids[[17, 3]]), m[[17, 3]])
+    assert not np.array_equal(baseline_m_protein(r, 43, ids[:50]), m[:50])
+    assert baseline_m_protein({}, 42, ids) is None
 
 
 def test_ball_cr_mrd_and_relapse():

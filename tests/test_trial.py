@@ -262,7 +262,7 @@ def test_unknown_level_measures_are_named(name, expected):
 CALIBRATED = [
     ("axi-cel_LBCL", "examples/axicel_lbcl.yaml", "efficacy_zuma1.yaml", 365),
     ("tisa-cel_LBCL", "examples/tisacel_lbcl.yaml", "efficacy_juliet.yaml", 365),
-    ("ide-cel_MM", "examples/idecel_mm.yaml", "efficacy_karmma.yaml", 365),
+    ("ide-cel_MM", "examples/idecel_mm.yaml", "efficacy_karmma_kinetics.yaml", 365),
     ("tisa-cel_B-ALL", "examples/tisacel_ball.yaml", "efficacy_eliana.yaml", 1095),
 ]
 
@@ -273,6 +273,11 @@ KNOWN_MISSES = {
     # the contraction after day 14 is faster than ZUMA-1's: fit 1.08, re-simulated 1.06-1.24
     # against 2.1 (1.18-3.74); the memory tail that would hold it is not among the fitted parameters
     ("axi-cel_LBCL", "car_cells_per_ul_day_28_median"): 2.5,
+    # the responders' AUC over days 0-28 is too far above the non-responders': fit 9.5, re-simulated
+    # 13-17 against 5.5 (3.1-9.7); the Cmax ratio sits at its interval's lower edge, 2.5-3.5 in
+    # fresh cohorts of 150-1,000 against 4.5 (2.58-7.84) (docs/calibration.md)
+    ("ide-cel_MM", "auc_0_28_copies_day_per_ug_responder_ratio"): 3.5,
+    ("ide-cel_MM", "cmax_copies_per_ug_responder_ratio"): 2.0,
 }
 
 
@@ -346,6 +351,48 @@ def test_calibrate_command_writes_a_calibration_scenarios_can_use(tmp_path):
     assert d.typical["k_kill"] == pytest.approx(d0.typical["k_kill"] * entry["multiplier"]["value"])
     assert d.variability["k_kill"] == pytest.approx(entry["omega"]["value"])
     assert 0 < entry["omega"]["value"] <= 1.0   # never wider than the prior omega0
+
+
+def test_a_held_parameter_shapes_every_plausible_population_and_lands_in_the_calibration(tmp_path):
+    """`held:` in a targets file: a parameter kept at a stated multiplier and omega, not fitted.
+    The fitted parameters are still written; the held one is written with its reason, and a
+    scenario naming the file gets both. Two rounds, so the first round's held-only file and the
+    later rounds' fit-plus-held files are both used. A held parameter also fitted is refused."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from carcell.cli import app
+    from carcell.design import resolve_design
+    from carcell.errors import ScenarioError
+    from carcell.io.yamlio import load_yaml
+    from carcell.trial.calibrate import load_targets
+
+    root = Path(__file__).resolve().parents[1]
+    targets = tmp_path / "t.yaml"
+    targets.write_text("trial: tiny\nparameters: {k_kill: 1.0}\n"
+                       "held:\n  tumour_growth_rate: {multiplier: 2.5, omega: 0.4, note: \"from another fit\"}\n"
+                       "targets:\n  orr: {value: 0.6, n: 50, source: assumption}\n")
+    out = tmp_path / "cal"
+    res = CliRunner().invoke(app, ["calibrate", str(root / "examples" / "axicel_lbcl.yaml"), "-t", str(targets),
+                                   "-o", str(out), "-n", "40", "--rounds", "2", "--check-n", "0",
+                                   "--set", "trial.follow_up_days=60"])
+    assert res.exit_code == 0, res.output
+    assert "tumour_growth_rate: held at typical x 2.5, omega 0.4" in res.output
+    first = load_yaml(out / "round1.yaml")["parameters"]
+    assert first["tumour_growth_rate"]["multiplier"]["value"] == 2.5 and "k_kill" in first
+    written = load_yaml(out / "calibration.yaml")["parameters"]
+    assert set(written) == {"k_kill", "tumour_growth_rate"}
+    assert "held, not fitted: from another fit" in written["tumour_growth_rate"]["multiplier"]["note"]
+    sc = validate_raw({"product": {"preset": "axi-cel"}, "indication": {"disease": "LBCL"},
+                       "population": {"calibration": str(out / "calibration.yaml")}})
+    base = validate_raw({"product": {"preset": "axi-cel"}, "indication": {"disease": "LBCL"}})
+    d, d0 = resolve_design(sc, K), resolve_design(base, K)
+    assert d.typical["tumour_growth_rate"] == pytest.approx(2.5 * d0.typical["tumour_growth_rate"])
+    assert d.variability["tumour_growth_rate"] == pytest.approx(0.4)
+    targets.write_text(targets.read_text().replace("{k_kill: 1.0}", "{k_kill: 1.0, tumour_growth_rate: 1.0}"))
+    with pytest.raises(ScenarioError, match="held.tumour_growth_rate: give a model parameter that is not also fitted"):
+        load_targets(targets)
 
 
 def test_fatal_grade4_toxicity_is_grade5_on_the_day_grade4_was_reached():

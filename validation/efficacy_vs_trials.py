@@ -39,8 +39,6 @@ KINETICS = {
                ("auc_0_28_copies_day_per_ug", True, 318000.0, "AUC0-28 geomean, responders (secondary)")],
 }
 
-_SMPC = "Abecma SmPC 5.2, read at https://www.rxreasoner.com/substances/idecabtagene-vicleucel/pharmacology"
-
 # trial -> (scenario, targets, calibration, extra --set, published endpoints not fitted: name ->
 # (value, n or a 95% interval, source, note))
 TRIALS = {
@@ -49,13 +47,8 @@ TRIALS = {
     "JULIET": ("examples/tisacel_lbcl.yaml", "efficacy_juliet.yaml", "tisa-cel_LBCL", [], {}),
     "ELIANA": ("examples/tisacel_ball.yaml", "efficacy_eliana.yaml", "tisa-cel_B-ALL",
                ["trial.follow_up_days=1095"], {}),
-    "KarMMa": ("examples/idecel_mm.yaml", "efficacy_karmma.yaml", "ide-cel_MM", ["trial.follow_up_days=1095"],
-               {"os_median_days": (754.9, 128, "doi:10.1056/NEJMoa2024850", "24.8 months"),
-                # ide-cel's blood kinetics from the Abecma SmPC 5.2 (validation/targets/
-                # efficacy_karmma_kinetics.yaml has the sources and how the intervals were set)
-                "tmax_days_median": (11.0, 127, _SMPC, "median Tmax"),
-                "cmax_copies_per_ug_responder_ratio": (4.5, (2.58, 7.84), _SMPC, "93 vs 34"),
-                "auc_0_28_copies_day_per_ug_responder_ratio": (5.5, (3.12, 9.71), _SMPC, "93 vs 32")}),
+    "KarMMa": ("examples/idecel_mm.yaml", "efficacy_karmma_kinetics.yaml", "ide-cel_MM", ["trial.follow_up_days=1095"],
+               {"os_median_days": (754.9, 128, "doi:10.1056/NEJMoa2024850", "24.8 months")}),
 }
 
 

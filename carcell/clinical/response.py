@@ -4,8 +4,10 @@
   scales as burden^(2/3); CR when the lymphoma is below PET detection, PR at >=50% SPD
   decrease, PD at >=50% SPD increase from the nadir.
 * IMWG 2016 (myeloma, doi:10.1016/S1470-2045(16)30206-6): M-protein taken proportional to
-  burden; CR, VGPR (>=90%), PR (>=50%), PD (>=25% increase from nadir); stringent CR and
-  MRD negativity when the burden falls below the flow and next-generation thresholds.
+  burden; CR, VGPR (>=90%), PR (>=50%), PD (>=25% increase from nadir that is also an absolute
+  rise of at least ``pd_absolute_increase`` g/dL of serum M-protein, read against each
+  patient's baseline M-protein, :func:`baseline_m_protein`); stringent CR and MRD negativity
+  when the burden falls below the flow and next-generation thresholds.
 * B-ALL: marrow blasts = leukaemic cells / (leukaemic + normal marrow cells); CR below 5%,
   MRD-negative below 1e-4; relapse when blasts return to >=5% after CR. A patient never in
   CR is a non-responder (NR), counted as a treatment failure at the first assessment, as
@@ -30,6 +32,22 @@ import numpy as np
 
 RANK = {"CR": 0, "VGPR": 1, "PR": 2, "SD": 3, "NR": 4, "PD": 5}
 
+_M_PROTEIN_STREAM = 11   # spawn-key tag of the baseline M-protein draw, apart from every other draw
+
+
+def baseline_m_protein(r: dict, seed: int, ids: np.ndarray) -> np.ndarray | None:
+    """Each myeloma patient's serum M-protein at baseline, g/dL: log-normal
+    (``baseline_m_protein`` = [median, log-SD]), at least the level that makes the disease
+    measurable (``measurable_m_protein``), from the patient's own stream
+    (``SeedSequence(seed, spawn_key=(id, 11))``), so it does not depend on chunking. None when the
+    indication has no such entry (the absolute rule is then not applied)."""
+    if "baseline_m_protein" not in r:
+        return None
+    median, log_sd = (float(v) for v in r["baseline_m_protein"])
+    z = np.array([np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(i), _M_PROTEIN_STREAM)))
+                  .standard_normal() for i in ids])
+    return np.maximum(median * np.exp(log_sd * z), float(r["measurable_m_protein"]))
+
 
 @dataclass
 class Responses:
@@ -45,7 +63,7 @@ class Responses:
 
 
 def _classify(criteria: str, burden: np.ndarray, base: np.ndarray, nadir: np.ndarray,
-              in_cr_before: np.ndarray, r: dict) -> np.ndarray:
+              in_cr_before: np.ndarray, r: dict, m_protein: np.ndarray | None = None) -> np.ndarray:
     n = burden.size
     cat = np.full(n, "SD", dtype=object)
     if criteria == "lugano":
@@ -61,7 +79,10 @@ def _classify(criteria: str, burden: np.ndarray, base: np.ndarray, nadir: np.nda
         cat[ratio <= r["pr_fraction"]] = "PR"
         cat[ratio <= r["vgpr_fraction"]] = "VGPR"
         cat[~detectable] = "CR"
-        cat[detectable & (burden >= (1 + r["pd_increase"]) * nadir)] = "PD"
+        grown = burden >= (1 + r["pd_increase"]) * nadir
+        if m_protein is not None:   # and an absolute rise of serum M-protein
+            grown &= (burden - nadir) / base * m_protein >= r["pd_absolute_increase"]
+        cat[detectable & grown] = "PD"
     elif criteria == "marrow_blasts":
         blasts = burden / (burden + r["marrow_cells"])
         cr = blasts < r["cr_blast_fraction"]
@@ -92,8 +113,12 @@ def lesion_measure(criteria: str, burden: np.ndarray, r: dict) -> np.ndarray:
 
 
 def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.ndarray,
-           tumour_neg: np.ndarray, r: dict, follow_up: float, tumour_low: np.ndarray | None = None) -> Responses:
+           tumour_neg: np.ndarray, r: dict, follow_up: float, tumour_low: np.ndarray | None = None,
+           m_protein: np.ndarray | None = None) -> Responses:
     """Classify every patient at each assessment day.
+
+    ``m_protein``: myeloma only, each patient's baseline serum M-protein (g/dL,
+    :func:`baseline_m_protein`); with it, progression also needs the IMWG absolute rise.
 
     ``burden``, ``tumour_pos``, ``tumour_neg`` (and ``tumour_low``, the antigen-low clone of a
     solid tumour): whole-body tumour cells, shape (n, len(times)). A relapse is labelled by its
@@ -115,7 +140,7 @@ def assess(criteria: str, times: np.ndarray, burden: np.ndarray, tumour_pos: np.
     progressed = np.zeros(n, bool)
     for j, (d, i) in enumerate(zip(days, idx)):
         b = burden[:, i]
-        cat = _classify(criteria, b, base, nadir, in_cr, r)
+        cat = _classify(criteria, b, base, nadir, in_cr, r, m_protein)
         cats[:, j] = cat
         live = ~progressed
         better = np.array([RANK[c] for c in cat]) < np.array([RANK[c] for c in best])

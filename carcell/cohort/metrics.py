@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from carcell.clinical.blood import copies_per_ug, per_ul
-from carcell.clinical.response import assess
+from carcell.clinical.response import assess, baseline_m_protein
 from carcell.design.compile import Design
 from carcell.model.states import INDEX, NORMAL_STATES, STATES
 
@@ -85,9 +85,11 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
     # Row reductions run on C-contiguous copies: NumPy sums a contiguous row pairwise but a
     # strided one sequentially, so without this a patient's AUC would depend on chunk layout.
     auc28 = np.trapezoid(np.ascontiguousarray(traj["car_copies_per_ug"][:, in28]), times[in28], axis=1)
+    m_protein = (baseline_m_protein(design.response, sc.population.seed, covariates["patient_id"].to_numpy())
+                 if design.response_criteria == "imwg" else None)
     resp = assess(design.response_criteria, times, traj["tumour_total_cells"], traj["tumour_pos"],
                   traj["tumour_neg"], design.response, sc.trial.follow_up_days,
-                  tumour_low=traj["tumour_low"] if design.site is not None else None)
+                  tumour_low=traj["tumour_low"] if design.site is not None else None, m_protein=m_protein)
     aplasia_cut = design.knowledge.value("physiology.aplasia.fraction_of_baseline")
     dt = np.diff(times, prepend=times[0])
     tissue_cols = {}
@@ -112,6 +114,8 @@ def patient_metrics(times: np.ndarray, traj: dict[str, np.ndarray], design: Desi
         df["mrd_negative"] = resp.mrd_negative
     if design.response_criteria == "imwg":
         df["stringent_cr"] = resp.stringent_cr
+        if m_protein is not None:
+            df["baseline_m_protein_g_dl"] = m_protein
     df["il6_peak_pg_per_ml"] = np.nanmax(traj["il6"], axis=1)
     df["il15_peak_pg_per_ml"] = np.nanmax(traj["il15"], axis=1)
     df["ifng_peak_pg_per_ml"] = np.nanmax(traj["ifng"], axis=1)

@@ -33,7 +33,7 @@ PATIENT_UNITS = {
     "platelet_nadir_e9_per_l": "1e9/L", "igg_nadir": "mg/dL", "ivig_doses": "doses",
     "baseline_anc_per_ul": "cells/uL", "baseline_platelets_e9_per_l": "1e9/L", "baseline_hb_g_dl": "g/dL",
     "baseline_crp_mg_dl": "mg/dL", "baseline_ferritin_ng_ml": "ng/mL", "baseline_ldh_u_l": "U/L",
-    "baseline_igg_mg_dl": "mg/dL",
+    "baseline_igg_mg_dl": "mg/dL", "baseline_m_protein_g_dl": "g/dL",
 }
 
 

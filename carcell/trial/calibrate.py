@@ -86,6 +86,9 @@ class TargetSet:
     targets: list[Target]
     path: str = ""
     sources: list[str] = field(default_factory=list)
+    #: parameters held, not fitted: name -> (multiplier, omega, why), applied to every plausible
+    #: population and written into the calibration
+    held: dict[str, tuple[float, float, str]] = field(default_factory=dict)
 
 
 def load_targets(path: Path) -> TargetSet:
@@ -115,8 +118,18 @@ def load_targets(path: Path) -> TargetSet:
                                 "[low, high] (a single 'n' does not say how large each group was)")
         targets.append(Target(name, float(t["value"]), t.get("n"), tuple(t["ci95"]) if t.get("ci95") else None,
                               str(t["source"]), str(t.get("note", ""))))
+    held = {}
+    for p, h in (node.get("held") or {}).items():
+        if p not in known or p in params:
+            raise ScenarioError(f"{path}: held.{p}: give a model parameter that is not also fitted")
+        if not (isinstance(h, dict) and {"multiplier", "omega", "note"} <= set(h)):
+            raise ScenarioError(f"{path}: held.{p} needs multiplier, omega and note (why it is held)")
+        mult, omega = h["multiplier"], h["omega"]
+        if not (isinstance(mult, (int, float)) and mult > 0 and isinstance(omega, (int, float)) and 0 <= omega <= 3):
+            raise ScenarioError(f"{path}: held.{p}: multiplier must be > 0 and omega in [0, 3], got {mult!r}, {omega!r}")
+        held[p] = (float(mult), float(omega), str(h["note"]))
     return TargetSet(str(node.get("trial", path.stem)), {p: float(w) for p, w in params.items()}, targets,
-                     str(path), list(node.get("sources", [])))
+                     str(path), list(node.get("sources", [])), held)
 
 
 # -- measures on a (weighted) patient table -------------------------------------------------------
@@ -392,7 +405,18 @@ def calibration_yaml(fit: Fit, targets: TargetSet, scenario_name: str, n_plausib
         lines += [f"  {p}:",
                   f"    multiplier: {{value: {mult:.4g}, unit: \"1\", source: fit, note: \"{note}\"}}",
                   f"    omega: {{value: {omega:.4g}, unit: \"1\", source: fit, note: \"{note}\"}}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + held_lines(targets)) + "\n"
+
+
+def held_lines(targets: TargetSet) -> list[str]:
+    """The calibration file's entries of the targets' held parameters."""
+    lines = []
+    for p, (mult, omega, why) in targets.held.items():
+        note = f"held, not fitted: {why}".replace('"', "'")
+        lines += [f"  {p}:",
+                  f"    multiplier: {{value: {mult:.6g}, unit: \"1\", source: derived, note: \"{note}\"}}",
+                  f"    omega: {{value: {omega:.6g}, unit: \"1\", source: derived, note: \"{note}\"}}"]
+    return lines
 
 
 def diagnostics_figure(fit: Fit, prior: dict[str, float], check: pd.DataFrame | None = None):
@@ -451,9 +475,11 @@ def calibrate_population(scenario: Scenario, targets: TargetSet, n: int, seed: i
     centre = {p: 1.0 for p in targets.parameters}
     base, fit = scenario, None
     for r in range(rounds):
-        if fit is not None:
+        if fit is not None or targets.held:
             path = out / f"round{r}.yaml"
-            path.write_text(calibration_yaml(fit, targets, scenario.name, n, seed))
+            path.write_text(calibration_yaml(fit, targets, scenario.name, n, seed) if fit is not None
+                            else "\n".join(["# held parameters only (first round)", "parameters:",
+                                             *held_lines(targets)]) + "\n")
             base = scenario.model_copy(update={"population": scenario.population.model_copy(
                 update={"calibration": str(path.resolve())})})
         plausible = plausible_scenario(base, targets, n, seed + r)
