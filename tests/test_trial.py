@@ -182,12 +182,23 @@ def test_level_on_a_day_is_read_from_the_trajectories_and_interpolated():
     assert median in set(x[:, i7])
 
 
-def test_response_difference_by_crs_is_weighted_within_each_group(tmp_path):
-    """RESPONSE_difference_by_crs: the (weighted) response rate among patients with CRS minus
-    among those without; NaN when a group is empty; a target of it must give its ci95."""
+def _two_group_target(tmp_path, name: str, value: float, ci95: str):
+    """A targets file with one two-group target: refused with only an ``n``, read with its
+    ``ci95``; returns the target read."""
     from carcell.errors import ScenarioError
     from carcell.trial.calibrate import load_targets
 
+    path = tmp_path / "t.yaml"
+    path.write_text(f"trial: t\nparameters: {{k_kill: 1.0}}\ntargets:\n  {name}: {{value: {value}, n: 127, source: test}}\n")
+    with pytest.raises(ScenarioError, match=f"{name}.*ci95"):
+        load_targets(path)
+    path.write_text(path.read_text().replace("n: 127", f"ci95: {ci95}"))
+    return load_targets(path).targets[0]
+
+
+def test_response_difference_by_crs_is_weighted_within_each_group(tmp_path):
+    """RESPONSE_difference_by_crs: the (weighted) response rate among patients with CRS minus
+    among those without; NaN when a group is empty; a target of it must give its ci95."""
     df = pd.DataFrame({"crs_max_grade": [0, 0, 1, 2, 3],
                        "best_response": ["CR", "PD", "PR", "CR", "SD"]})
     assert measure(df, "cr_difference_by_crs") == pytest.approx(1 / 3 - 1 / 2)
@@ -195,13 +206,8 @@ def test_response_difference_by_crs_is_weighted_within_each_group(tmp_path):
     w = np.array([0.1, 0.3, 0.2, 0.2, 0.2])     # the CR without CRS weighs a quarter of its group
     assert measure(df, "cr_difference_by_crs", w) == pytest.approx(1 / 3 - 1 / 4)
     assert np.isnan(measure(df.assign(crs_max_grade=1), "cr_difference_by_crs"))
-    path = tmp_path / "t.yaml"
-    path.write_text("trial: t\nparameters: {k_kill: 1.0}\n"
-                    "targets:\n  cr_difference_by_crs: {value: 0.0, n: 352, source: test}\n")
-    with pytest.raises(ScenarioError, match="cr_difference_by_crs.*ci95"):
-        load_targets(path)
-    path.write_text(path.read_text().replace("n: 352", "ci95: [-0.18, 0.18]"))
-    assert load_targets(path).targets[0].se() == pytest.approx(0.18 / 1.96)
+    target = _two_group_target(tmp_path, "cr_difference_by_crs", 0.0, "[-0.18, 0.18]")
+    assert target.se() == pytest.approx(0.18 / 1.96)
 
 
 def test_responder_ratio_is_the_median_among_responders_over_the_median_among_the_others(tmp_path):
@@ -209,22 +215,13 @@ def test_responder_ratio_is_the_median_among_responders_over_the_median_among_th
     median of a kinetics column among PR-or-better over that among the others; NaN when a group
     is empty; a target of it compares two groups, so it must give its ci95, and is fitted on the
     log scale."""
-    from carcell.errors import ScenarioError
-    from carcell.trial.calibrate import load_targets
-
     df = pd.DataFrame({"best_response": ["CR", "VGPR", "PR", "SD", "PD", "PD"],
                        "cmax_copies_per_ug": [900.0, 400.0, 100.0, 50.0, 20.0, 10.0]})
     assert measure(df, "cmax_copies_per_ug_responder_ratio") == pytest.approx(400.0 / 20.0)
     w = np.array([0.3, 0.05, 0.05, 0.2, 0.2, 0.2])   # the CR carries its group; SD/PD weigh alike
     assert measure(df, "cmax_copies_per_ug_responder_ratio", w) == pytest.approx(900.0 / 20.0)
     assert np.isnan(measure(df.assign(best_response="PD"), "cmax_copies_per_ug_responder_ratio"))
-    path = tmp_path / "t.yaml"
-    path.write_text("trial: t\nparameters: {k_kill: 1.0}\n"
-                    "targets:\n  cmax_copies_per_ug_responder_ratio: {value: 4.5, n: 127, source: test}\n")
-    with pytest.raises(ScenarioError, match="cmax_copies_per_ug_responder_ratio.*ci95"):
-        load_targets(path)
-    path.write_text(path.read_text().replace("n: 127", "ci95: [2.58, 7.84]"))
-    target = load_targets(path).targets[0]
+    target = _two_group_target(tmp_path, "cmax_copies_per_ug_responder_ratio", 4.5, "[2.58, 7.84]")
     assert target.kind == "log"
     assert target.se() == pytest.approx(np.log(7.84 / 2.58) / (2 * 1.96))
 

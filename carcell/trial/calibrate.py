@@ -262,13 +262,7 @@ def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
             raise ScenarioError(f"targets.{name}: the patient table has no column {col!r}")
         x = df[col].to_numpy(float)
         hit = _SIMPLE["orr"](df).astype(bool)
-        medians = []
-        for group in (hit, ~hit):
-            ok = group & np.isfinite(x) & (x > 0)
-            if not np.sum(w[ok]) > 0:
-                return float("nan")
-            medians.append(_wquantile(x[ok], w[ok] / np.sum(w[ok]), 0.5))
-        return medians[0] / medians[1]
+        return _positive_median(x, w, hit) / _positive_median(x, w, ~hit)
     for ep in ("pfs", "os", "efs"):
         if name.startswith(f"{ep}_at_"):   # event-free share at a day (censoring only at the end)
             day = float(name.removeprefix(f"{ep}_at_"))
@@ -282,11 +276,20 @@ def measure(df: pd.DataFrame, name: str, w: np.ndarray | None = None) -> float:
                 if LEVEL.match(name) else "")
         raise ScenarioError(f"targets.{name}: the patient table has no column {col!r}{hint}")
     x = df[col].to_numpy(float)
-    ok = np.isfinite(x) & (x > 0)
-    if not np.sum(w[ok]) > 0:      # nobody (with weight) has a value, e.g. no ICANS at all
-        return float("nan")
     if name.endswith("_geomean"):
+        ok = np.isfinite(x) & (x > 0)
+        if not np.sum(w[ok]) > 0:      # nobody (with weight) has a value, e.g. no ICANS at all
+            return float("nan")
         return float(np.exp(np.sum(w[ok] * np.log(x[ok])) / np.sum(w[ok])))
+    return _positive_median(x, w, np.ones(len(x), bool))
+
+
+def _positive_median(x: np.ndarray, w: np.ndarray, rows: np.ndarray) -> float:
+    """Weighted median of the finite, positive values of ``x`` among ``rows``; NaN when none
+    of them (with weight) has one, e.g. no ICANS at all."""
+    ok = rows & np.isfinite(x) & (x > 0)
+    if not np.sum(w[ok]) > 0:
+        return float("nan")
     return _wquantile(x[ok], w[ok] / np.sum(w[ok]), 0.5)
 
 
