@@ -196,6 +196,12 @@ def test_protocol_limits_and_events():
         assert np.all(np.diff(days) >= 8 / 24 - 1e-9)                 # at least 8 h apart
         assert all(((days > d - 1) & (days <= d)).sum() <= 3 for d in days)   # at most 3 in 24 h
     assert (toci["value"] <= 800 + 1e-9).all()                        # 8 mg/kg, at most 800 mg
+    # the day of each patient's first dose is the first tocilizumab in the event log; NaN without one
+    first = toci.groupby("patient_id")["day"].min()
+    table = p.set_index("patient_id")["tocilizumab_first_day"]
+    np.testing.assert_allclose(table.reindex(first.index).to_numpy(), first.to_numpy())
+    assert table.drop(first.index).isna().all()
+    assert (p["tocilizumab_doses"] > 0).sum() == len(first) > 0
     # dexamethasone every 6 h at twice-daily assessments: 2 x 10 mg per assessment
     dex = ev[(ev["event"] == "drug") & ev["detail"].str.contains("dexamethasone_icans2")]
     assert dex.empty or np.allclose(dex["value"], 20.0)
@@ -727,6 +733,35 @@ def test_icans_after_crs_counts_icans_that_began_once_crs_was_over():
     target = {"value": 0.056, "n": 36}
     assert agrees("icans_after_crs_among_icans", 0.15, target, 128) is True
     assert agrees("icans_after_crs_among_icans", 0.60, target, 128) is False
+
+
+def test_the_pace_of_severe_crs_reads_the_patients_with_severe_crs():
+    """How long severe CRS ran before its first tocilizumab (the FDA analysis's population:
+    patients given it for grade >= 3 CRS; a dose before CRS began is not one given for it) and how
+    long the CRS of patients with grade >= 3 lasted, each a median over those patients on the
+    trial's scale, and each a median with no interval."""
+    from toxicity_measures import agrees, discrepancy, simulated
+
+    p = pd.DataFrame({
+        "solver_status": "ok",
+        "crs_max_grade_penn": [3, 4, 3, 1, 2, 0],
+        "crs_max_grade": [3, 3, 2, 1, 2, 0],
+        "crs_onset_day": [1.0, 2.0, 3.0, 1.0, 1.0, np.nan],
+        "crs_duration_days": [8.0, 12.0, 5.0, 20.0, 30.0, np.nan],
+        #               severe: 2 d, 5 d, before CRS; mild: 1 d (not counted), none, none
+        "tocilizumab_first_day": [3.0, 7.0, 2.0, 2.0, np.nan, np.nan],
+        "icans_max_grade": 0, "icans_onset_day": np.nan, "icans_duration_days": np.nan,
+        "temperature_max_c": 39.0, "tocilizumab_doses": [1, 2, 1, 1, 0, 0], "steroid_days": 0,
+        "vasopressors_max": 0, "oxygen_support_max": 0, "tocilizumab_response": np.nan})
+    m = simulated(p, "penn")
+    assert m["crs_onset_to_tocilizumab_median_days"] == pytest.approx(np.median([2.0, 5.0]))
+    assert m["crs_duration_grade3plus_median_days"] == pytest.approx(np.median([8.0, 12.0, 5.0]))
+    assert agrees("crs_duration_grade3plus_median_days", 5.0, {"value": 10}, 137) is None
+    # a median off by its spread (1 day for the wait, 1.5 for the duration) costs 1
+    assert discrepancy("crs_onset_to_tocilizumab_median_days", 3.0, {"value": 4}, 45) == pytest.approx(1.0)
+    assert discrepancy("crs_duration_grade3plus_median_days", 8.5, {"value": 10}, 137) == pytest.approx(1.0)
+    # a table from before the column was written gives no wait rather than an error
+    assert np.isnan(simulated(p.drop(columns="tocilizumab_first_day"), "penn")["crs_onset_to_tocilizumab_median_days"])
 
 
 def test_il6_fold_is_day_28_over_infusion_and_a_check_without_an_interval():

@@ -37,7 +37,8 @@ def management_sets(trial: dict) -> list[str]:
 #: spread allowed around a trial's median onset or duration (days): the trials report medians
 #: of about 100 patients with wide ranges; 1 day (onset) and 1.5 days (duration) are assumptions
 MEDIAN_SD_DAYS = {"crs_onset_median_days": 1.0, "crs_duration_median_days": 1.5,
-                  "icans_onset_median_days": 1.0, "icans_duration_median_days": 1.5}
+                  "icans_onset_median_days": 1.0, "icans_duration_median_days": 1.5,
+                  "crs_onset_to_tocilizumab_median_days": 1.0, "crs_duration_grade3plus_median_days": 1.5}
 
 
 #: checks printed beside a published statement, with no interval and never fitted
@@ -73,6 +74,12 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         "crs_with_fever": float(((crs >= 1) & (ok["temperature_max_c"] >= FEVER_C)).mean()),
         "crs_onset_median_days": float(ok["crs_onset_day"].median()),
         "crs_duration_median_days": float(ok["crs_duration_days"].median()),
+        # how long severe CRS lasted: the median duration of CRS among the patients whose CRS
+        # reached grade >= 3 on the trial's scale
+        "crs_duration_grade3plus_median_days": float(ok["crs_duration_days"][crs >= 3].median()),
+        # how long CRS ran before its first tocilizumab, among the patients given tocilizumab for
+        # severe CRS (grade >= 3 on the trial's scale), the FDA analysis's population
+        "crs_onset_to_tocilizumab_median_days": onset_to_tocilizumab(ok, crs),
         # ICANS onset and duration, medians over the patients with ICANS (their days, all
         # episodes together, as for CRS)
         "icans_onset_median_days": float(ok["icans_onset_day"].median()),
@@ -87,6 +94,16 @@ def simulated(p: pd.DataFrame, scale: str) -> dict[str, float]:
         # the validation adds from the trajectories, il6_fold; NaN without it)
         "il6_day_28_fold_median": float(ok["il6_day_28_fold"].median()) if "il6_day_28_fold" in ok else float("nan"),
     }
+
+
+def onset_to_tocilizumab(p: pd.DataFrame, crs: pd.Series) -> float:
+    """Median days from CRS onset to the first tocilizumab among the patients with severe CRS
+    (grade >= 3 on the trial's scale, ``crs``) given it during CRS (NaN when none; also when the
+    column is missing, a run from before it was written)."""
+    if "tocilizumab_first_day" not in p:
+        return float("nan")
+    gap = p["tocilizumab_first_day"] - p["crs_onset_day"]
+    return float(gap[(crs >= 3) & (gap >= 0)].median())
 
 
 def icans_after_crs(p: pd.DataFrame) -> float:

@@ -444,6 +444,7 @@ class Manager:
             "crs_max_grade_penn": per["crs_max_grade_penn"].fillna(0).astype(int).to_numpy(),
             "crs_max_grade_ctcae5": per["crs_max_grade_ctcae5"].fillna(0).astype(int).to_numpy(),
             "tocilizumab_doses": np.array([len(d) for d in self.toci_days]),
+            "tocilizumab_first_day": np.array([min(d) if d else np.nan for d in self.toci_days]),
             **{f"{kind}_days": np.array([len(d) for d in days]) for kind, days in self.days_given.items()},
             "rimiducid_given": self.rimiducid_given.astype(int),
             "icu_days": icu.fillna(0.0).to_numpy(),

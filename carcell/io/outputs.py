@@ -27,7 +27,7 @@ PATIENT_UNITS = {
     "progression_day": "day", "best_change_in_burden": "1", "il6_peak_pg_per_ml": "pg/mL",
     "ifng_peak_pg_per_ml": "pg/mL", "b_cell_aplasia_days": "day",
     "crs_max_grade": "ASTCT grade", "icans_max_grade": "ASTCT grade", "crs_max_grade_lee2014": "Lee 2014 grade",
-    "crs_max_grade_penn": "Penn grade", "crs_max_grade_ctcae5": "CTCAE v5 grade", "tocilizumab_doses": "doses",
+    "crs_max_grade_penn": "Penn grade", "crs_max_grade_ctcae5": "CTCAE v5 grade", "tocilizumab_doses": "doses", "tocilizumab_first_day": "day",
     "tocilizumab_response": "1", "temperature_max_c": "degC",
     "hematotox_score": "CAR-HEMATOTOX points", "anc_nadir_per_ul": "cells/uL", "icaht_grade": "ICAHT grade",
     "platelet_nadir_e9_per_l": "1e9/L", "igg_nadir": "mg/dL", "ivig_doses": "doses",
