@@ -260,7 +260,7 @@ CALIBRATED = [
     ("axi-cel_LBCL", "examples/axicel_lbcl.yaml", "efficacy_zuma1.yaml", 365),
     ("tisa-cel_LBCL", "examples/tisacel_lbcl.yaml", "efficacy_juliet.yaml", 365),
     ("ide-cel_MM", "examples/idecel_mm.yaml", "efficacy_karmma_kinetics.yaml", 365),
-    ("tisa-cel_B-ALL", "examples/tisacel_ball.yaml", "efficacy_eliana.yaml", 1095),
+    ("tisa-cel_B-ALL", "examples/tisacel_ball.yaml", "efficacy_eliana_kinetics.yaml", 1095),
 ]
 
 

@@ -44,7 +44,7 @@ TRIALS = {
     "ZUMA-1": ("examples/axicel_lbcl.yaml", "efficacy_zuma1.yaml", "axi-cel_LBCL", ["trial.follow_up_days=1095"],
                {"os_median_days": (785.3, 101, "doi:10.1182/blood.2022018893", "25.8 months")}),
     "JULIET": ("examples/tisacel_lbcl.yaml", "efficacy_juliet.yaml", "tisa-cel_LBCL", [], {}),
-    "ELIANA": ("examples/tisacel_ball.yaml", "efficacy_eliana.yaml", "tisa-cel_B-ALL",
+    "ELIANA": ("examples/tisacel_ball.yaml", "efficacy_eliana_kinetics.yaml", "tisa-cel_B-ALL",
                ["trial.follow_up_days=1095"], {}),
     "KarMMa": ("examples/idecel_mm.yaml", "efficacy_karmma_kinetics.yaml", "ide-cel_MM", ["trial.follow_up_days=1095"],
                {"os_median_days": (754.9, 128, "doi:10.1056/NEJMoa2024850", "24.8 months")}),
