@@ -40,7 +40,8 @@ real-world ASTCT counts of any-grade CRS and ICANS with axi-cel and tisa-cel (Pe
 MSKCC arms), each run with its example scenario under its own management protocol (``protocol`` in the targets file; ASCO 2021 where the
 trial's is not published); for ZUMA-1 and KarMMa also the share of patients whose CRS came
 with a fever (their labels; added after the last fit, docs/toxicity.md "ZUMA-1's CRS without
-fever"); a target marked ``fit: false`` (ZUMA-1's any-grade CRS, which counts afebrile CRS) is
+fever"); for ELIANA also the pace of severe CRS (CRS onset to the first tocilizumab, duration of
+grade 3-4 CRS; docs/toxicity.md "The pace of severe CRS"); a target marked ``fit: false`` (ZUMA-1's any-grade CRS, which counts afebrile CRS) is
 reported but adds no term. Objective (validation/toxicity_measures.py):
 binomial deviance of each rate for the trial's size, CRS on the trial's own scale; CTCAE
 any-grade neurotoxicity only as an upper bound; squared error of median onset and duration
