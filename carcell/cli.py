@@ -739,13 +739,17 @@ def main() -> None:
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as err:  # click usage errors
+    except Exception as err:
         import click
 
-        if isinstance(err, click.ClickException):
+        # Usage errors (an unknown command or option, a missing argument) are click's, or, from
+        # typer 0.2x on, those of typer's own copy of click, which are not click's classes: both
+        # carry show() and exit_code.
+        if isinstance(err, click.ClickException) or (callable(getattr(err, "show", None))
+                                                     and isinstance(getattr(err, "exit_code", None), int)):
             err.show()
             sys.exit(2)
-        if isinstance(err, click.exceptions.Abort):
+        if isinstance(err, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
         raise
 

@@ -354,3 +354,17 @@ def test_the_command_line_starts_without_the_heavy_libraries():
         assert line == f"module 'carcell.{pkg}' has no attribute 'no_such_name'", line
     n, *names = lines[4].split()
     assert int(n) >= 5 and names == ["Check", "load_sbml", "parse_param"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (("trial", "examples/trial_eliana.yaml"), "No such command 'trial'"),
+    (("run",), "Missing argument"),
+    (("run", "examples/minimal.yaml", "--nosuch"), "No such option: --nosuch"),
+], ids=["unknown-command", "missing-argument", "unknown-option"])
+def test_usage_errors_are_messages_not_tracebacks(args, says):
+    """A mistyped command line gets click's usage message and exit status 2, whichever click
+    (its own, or typer's copy of it) raised the error; never a traceback."""
+    r = carcell(*args)
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Usage:" in r.stderr and "--help" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
