@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from carcell.io.yamlio import load_yaml
 from carcell.knowledge import load_knowledge
@@ -30,6 +31,8 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 W = 44   # width of the endpoint column (auc_0_28_copies_day_per_ug_responder_ratio and the like)
 sys.path.insert(0, str(HERE))
+from kinetics_measures import measures  # noqa: E402
+from kinetics_vs_published import PUBLISHED as STEIN  # noqa: E402
 from toxicity_measures import DEFAULT_PROTOCOL, agrees, interval, management_sets, simulated  # noqa: E402
 
 # kinetics published per trial (../shared/reference/trials.yaml): column, responders only?, value
@@ -38,6 +41,14 @@ KINETICS = {
                ("cmax_copies_per_ug", False, 20000.0, "Cmax geomean, non-responders (secondary)"),
                ("auc_0_28_copies_day_per_ug", True, 318000.0, "AUC0-28 geomean, responders (secondary)")],
 }
+
+# Stein 2019's typical phases of the blood curve, not fitted: the median over the infused patients
+# of each one's measure (validation/kinetics_measures.py) over the first year, printed beside the
+# typical value. The persistence phase is left to validation/kinetics_vs_published.py, which
+# reads it from the median curve: one patient's curve from day 180 often does not fall at all
+# (a relapse that re-stimulates the cells, or the coexistence with regenerating B cells of
+# docs/model.md, section 8).
+PHASES = {"ELIANA": ["doubling_time_days", "initial_decline_half_life_days"]}
 
 # trial -> (scenario, targets, calibration, extra --set, published endpoints not fitted)
 TRIALS = {
@@ -67,7 +78,8 @@ def main(argv=None) -> int:
         cohort = [*sets, f"population.n={args.n}", f"population.seed={args.seed}", f"population.calibration={calibration}"]
         sc = load_scenario(ROOT / scenario, cohort)
         ts = load_targets(HERE / "targets" / targets)
-        patients = with_levels(run_trial(sc), ts)
+        result = run_trial(sc)
+        patients = with_levels(result, ts)
         table = check_table(patients[patients["infused"]], ts)
         print(f"\n{name}: {sc.name}, {args.n} infused virtual patients, seed {args.seed}, "
               f"calibration {calibration}")
@@ -105,6 +117,17 @@ def main(argv=None) -> int:
             model = float(np.exp(np.mean(np.log(x)))) if x.size else float("nan")
             print(f"{col[:16] + (' R' if responders else ' NR'):<{W}}{value:>11.3g}{'':>20}{model:>10.3g}  "
                   f"ratio {model / value:.2f} ({what})")
+        if PHASES.get(name):
+            rows = pd.Index(result.trajectory_ids).get_indexer(infused["patient_id"].to_numpy())
+            times = np.asarray(result.times, float)
+            year = times <= 365.0
+            curves = result.trajectories["car_copies_per_ug"][rows[rows >= 0]][:, year]
+            per_patient = pd.DataFrame([measures(times[year], c) for c in curves])
+            for m in PHASES[name]:
+                x = per_patient[m].to_numpy(float)
+                model = float(np.median(x[~np.isnan(x)]))   # a curve that does not fall: inf, counted
+                print(f"{m + ' median':<{W}}{STEIN[m]:>11.3g}{'':>20}{model:>10.3g}  "
+                      f"ratio {model / STEIN[m]:.2f} (Stein 2019 typical value, not fitted)")
         deaths = patients.loc[patients["infused"], "death_cause"].value_counts().to_dict()
         print(f"deaths by cause (infused): {deaths}")
         dead = patients["death_day"].notna()

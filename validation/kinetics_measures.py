@@ -14,7 +14,11 @@ import numpy as np
 
 
 def _slope(t: np.ndarray, c: np.ndarray, a: float, b: float) -> float:
+    """Log-linear slope of C over [a, b]; NaN with fewer than two positive points there (a
+    patient who died, or a window past the follow-up)."""
     m = (t >= a) & (t <= b) & (c > 0)
+    if m.sum() < 2:
+        return float("nan")
     return float(np.polyfit(t[m], np.log(c[m]), 1)[0])
 
 
@@ -27,7 +31,7 @@ def measures(t: np.ndarray, c: np.ndarray) -> dict[str, float]:
     return {
         "tmax_days": tmax,
         "cmax_copies_per_ug": float(c[i]),
-        "doubling_time_days": float(np.log(2) / grow) if grow > 0 else np.inf,
-        "initial_decline_half_life_days": float(np.log(2) / -fast) if fast < 0 else np.inf,
-        "persistence_half_life_days": float(np.log(2) / -slow) if slow < 0 else np.inf,
+        "doubling_time_days": float(np.log(2) / grow) if grow > 0 else (np.inf if grow <= 0 else np.nan),
+        "initial_decline_half_life_days": float(np.log(2) / -fast) if fast < 0 else (np.inf if fast >= 0 else np.nan),
+        "persistence_half_life_days": float(np.log(2) / -slow) if slow < 0 else (np.inf if slow >= 0 else np.nan),
     }
