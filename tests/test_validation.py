@@ -6,7 +6,9 @@ validation/kinetics_vs_published.py (TOLERANCE); the same script prints the comp
 
 import math
 
+import numpy as np
 import pytest
+from kinetics_measures import measures
 from kinetics_vs_published import PUBLISHED, TOLERANCE, simulate
 
 
@@ -39,9 +41,6 @@ def test_stein_measures_recover_a_known_curve():
     0.78-day doubling to a peak on day 9, then a biexponential fall whose fast phase has a 4.3-day
     and whose slow phase a 220-day half-life (Stein's typical values). The fast phase is read
     over the two weeks after the peak, where the slow one still adds a little: 5% allowed."""
-    import numpy as np
-    from kinetics_measures import measures
-
     t = np.arange(0.0, 366.0)
     peak, c0 = 9.0, 24000.0
     a, b = np.log(2) / 4.3, np.log(2) / 220.0
@@ -57,9 +56,6 @@ def test_stein_measures_recover_a_known_curve():
 def test_stein_measures_are_nan_without_a_curve_to_read():
     """A patient whose curve ends early (death: zeros after day 5) has no persistence phase to
     read: NaN, not an error and not a number."""
-    import numpy as np
-    from kinetics_measures import measures
-
     t = np.arange(0.0, 366.0)
     c = np.where(t <= 5, 100.0 * 2.0 ** t, 0.0)
     m = measures(t, c)

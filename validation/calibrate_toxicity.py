@@ -41,8 +41,8 @@ MSKCC arms), each run with its example scenario under its own management protoco
 trial's is not published); for ZUMA-1 and KarMMa also the share of patients whose CRS came
 with a fever (their labels; added after the last fit, docs/toxicity.md "ZUMA-1's CRS without
 fever"); for ELIANA also the pace of severe CRS (CRS onset to the first tocilizumab, duration of
-grade 3-4 CRS; docs/toxicity.md "The pace of severe CRS"); a target marked ``fit: false`` (ZUMA-1's any-grade CRS, which counts afebrile CRS) is
-reported but adds no term. Objective (validation/toxicity_measures.py):
+grade 3-4 CRS; docs/toxicity.md "The pace of severe CRS"); a target marked ``fit: false``
+(ZUMA-1's any-grade CRS, which counts afebrile CRS) is reported but adds no term. Objective (validation/toxicity_measures.py):
 binomial deviance of each rate for the trial's size, CRS on the trial's own scale; CTCAE
 any-grade neurotoxicity only as an upper bound; squared error of median onset and duration
 in units of 1 and 1.5 days; for the lymphoma arms (ZUMA-1, JULIET), the real-world finding of no

@@ -22,6 +22,14 @@ def _slope(t: np.ndarray, c: np.ndarray, a: float, b: float) -> float:
     return float(np.polyfit(t[m], np.log(c[m]), 1)[0])
 
 
+def _ln2_over(rate: float) -> float:
+    """ln 2 / rate: a doubling time or a half-life; inf for a curve that does not move that way,
+    NaN where no slope could be read."""
+    if np.isnan(rate):
+        return float("nan")
+    return float(np.log(2) / rate) if rate > 0 else np.inf
+
+
 def measures(t: np.ndarray, c: np.ndarray) -> dict[str, float]:
     i = int(np.argmax(c))
     tmax = float(t[i])
@@ -31,7 +39,7 @@ def measures(t: np.ndarray, c: np.ndarray) -> dict[str, float]:
     return {
         "tmax_days": tmax,
         "cmax_copies_per_ug": float(c[i]),
-        "doubling_time_days": float(np.log(2) / grow) if grow > 0 else (np.inf if grow <= 0 else np.nan),
-        "initial_decline_half_life_days": float(np.log(2) / -fast) if fast < 0 else (np.inf if fast >= 0 else np.nan),
-        "persistence_half_life_days": float(np.log(2) / -slow) if slow < 0 else (np.inf if slow >= 0 else np.nan),
+        "doubling_time_days": _ln2_over(grow),
+        "initial_decline_half_life_days": _ln2_over(-fast),
+        "persistence_half_life_days": _ln2_over(-slow),
     }
