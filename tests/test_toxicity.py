@@ -655,6 +655,29 @@ def test_pooled_rates_read_every_seeds_patients_together():
     assert len(chances) == 2 and all(0 < c <= 0.05 for c in chances)
 
 
+def test_pooled_lines_print_every_measure_and_mark_the_checks():
+    """toxicity_vs_trials.pooled_lines: one line per measure of the patients together; a rate
+    gets its interval, verdict, chance and p, a median its trial value alone, and a target with
+    fit: false is marked 'check' (compared, not fitted)."""
+    from toxicity_vs_trials import pooled_lines
+
+    arm = pd.DataFrame({
+        "solver_status": "ok", "crs_max_grade_lee2014": np.r_[np.ones(50), np.zeros(50)].astype(int),
+        "icans_max_grade": np.r_[np.full(40, 3), np.zeros(60)].astype(int),
+        "tocilizumab_doses": 0, "steroid_days": 0, "vasopressors_max": 0, "oxygen_support_max": 0,
+        "temperature_max_c": 38.5, "crs_onset_day": np.r_[np.full(50, 2.0), np.full(50, np.nan)],
+        "crs_duration_days": 3.0, "tocilizumab_response": np.nan, "crs_max_grade": 1,
+        "icans_onset_day": 2.0, "icans_duration_days": 4.0})
+    targets = {"T": {"crs_scale": "lee2014", "infused": 100, "crs_any": {"value": 0.5},
+                     "neuro_grade3plus": {"value": 0.1, "fit": False}, "crs_onset_median_days": {"value": 1}}}
+    header, crs, icans, onset = pooled_lines(targets, {"T": arm})
+    assert header.split()[:3] == ["trial", "measure", "model"]
+    assert crs.split() == ["T", "crs_any", "0.50", "0.50", "0.40-0.60", "yes", crs.split()[6], "1", "yes"]
+    assert 0 < float(crs.split()[6]) <= 0.05
+    assert icans.split()[2:6] == ["0.40", "0.10", "0.05-0.18", "NO"] and icans.split()[-1] == "check"
+    assert onset.split() == ["T", "crs_onset_median_days", "2.0", "1.0", "yes"]
+
+
 def test_the_rates_figure_draws_each_rate_beside_its_trial_interval():
     """toxicity_vs_trials.rates_figure: one row per rate, the trial's interval as a bar (from 0
     for an upper bound), the model's rate as a dot, filled when inside and open when outside."""

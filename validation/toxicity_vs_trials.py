@@ -3,9 +3,11 @@ the trial's own CRS scale.
 
     python validation/toxicity_vs_trials.py [--n 200] [--calibrated] [--seed 20261129 [1 2 3]] [--plot rates.png]
 
-With several seeds it prints each seed's table, then the totals over seeds and the rates of
-all seeds' patients pooled: the best estimate of the model's own rate, since one seed of 400
-patients moves a rate by about 0.02, enough to carry a rate near an interval's edge in or out.
+With several seeds it prints each seed's table, then the table of all seeds' patients pooled
+(every measure, with the chance and p-value below and which targets are checks, not fitted), the
+totals over seeds and the pooled count inside: the best estimate of the model's own rate, since
+one seed of 400 patients moves a rate by about 0.02, enough to carry a rate near an interval's
+edge in or out.
 Last, how many pooled rates a model equal to the truth would leave outside: each trial's
 interval misses a true rate now and then, so a perfect model need not have every rate inside.
 
@@ -168,6 +170,29 @@ def pooled_table(targets: dict, patients: dict[str, pd.DataFrame]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def pooled_lines(targets: dict, patients: dict[str, pd.DataFrame]) -> list[str]:
+    """The table of all seeds' patients together, as printed: every measure of every trial, rates
+    with the trial's interval, whether they agree, the chance that the trial would have left the
+    model's rate outside were the model the truth and the trial's count tested against the
+    model's rate (p); medians with the trial's value alone. 'check' marks a target with
+    ``fit: false``: compared, but no term in the calibration objective."""
+    lines = [f"{'trial':14s} {'measure':38s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees  "
+             f"{'chance':>6s} {'p':>8s}  fitted"]
+    for trial, t in targets.items():
+        size = int(t["infused"])
+        for measure, target, model, ok, ci in rate_checks(t, simulated(patients[trial], t["crs_scale"])):
+            fitted = "check" if target.get("fit") is False else "yes"
+            value = float(target["value"])
+            if ok is None:
+                lines.append(f"{trial:14s} {measure:38s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}  "
+                             f"{'':>6s} {'':>8s}  {fitted}")
+                continue
+            lines.append(f"{trial:14s} {measure:38s} {model:7.2f} {value:7.2f} {ci:>13s}  "
+                         f"{'yes' if ok else 'NO':6s}  {chance_outside(model, target, size):6.3f} "
+                         f"{p_value(model, target, size):8.2g}  {fitted}")
+    return lines
+
+
 def pooled_summary(table: pd.DataFrame) -> tuple[int, int, list[str], list[float]]:
     """(inside, rates, the misses as 'trial measure model (interval; p)', and for each rate the
     chance that its trial would have left the model's rate outside were the model the truth) of a
@@ -240,8 +265,13 @@ def main() -> None:
         rows.append(row)
         for trial, p in patients.items():
             arms[trial].append(p)
-    table = pooled_table(targets, {t: pd.concat(ps) for t, ps in arms.items()})
+    together = {t: pd.concat(ps) for t, ps in arms.items()}
+    table = pooled_table(targets, together)
     if len(rows) > 1:
+        print(f"\nAll seeds' patients together ({len(rows)} x {args.n} per trial); chance: of the trial leaving "
+              "the model's rate outside its interval, were the model the truth; p: the trial's count "
+              "tested against the model's rate\n")
+        print("\n".join(pooled_lines(targets, together)))
         inside, total, objective, both, passed, checks = (sum(col) for col in zip(*rows))
         pooled_inside, pooled_total, misses, chances = pooled_summary(table)
         print(f"\nAll {len(rows)} seeds ({', '.join(map(str, args.seed))}): {inside} of {total} rates inside; "
