@@ -570,6 +570,11 @@ def test_toxicity_fit_writer_updates_every_fitted_value_and_its_note(tmp_path):
     assert node["value"] == 2.5 and node["source"] == "fit"
     assert "7 evaluations, objective 5 -> 4, converged (test);" in node["note"]
     assert f"prior was {k.value(first):g}: {k.node(first)['note']}" in node["note"]
+    # a sourced entry fitted for the first time keeps its source beside the prior
+    sourced = "toxicity.drugs.tocilizumab.il6_receptor_clearance"
+    assert k.node(sourced)["source"].startswith("doi:")
+    node = Knowledge(data).node(sourced)
+    assert node["source"] == "fit" and f"prior was {k.value(sourced):g} (source: {k.node(sourced)['source']})" in node["note"]
 
 
 def test_chance_of_no_difference_matches_a_simulated_study():

@@ -35,6 +35,10 @@ Parameters (typical values, all assumptions before the fit; bounds in ``PARAMS``
   encephalopathy against endothelial activation: ICANS any grade and grade >= 3 (the steepness
   decides how many patients stop at grade 1-2).
 
+Fitted only when ``--params`` names it: ``toxicity.drugs.tocilizumab.il6_receptor_clearance``, the
+share of IL-6 removal that goes through its receptor, which sets how far serum IL-6 rises under
+tocilizumab (direction sourced, size assumed; docs/toxicity.md, "Tocilizumab's IL-6 surge, freed").
+
 Targets (validation/targets/toxicity.yaml): ZUMA-1, JULIET, ELIANA and KarMMa, and one centre's
 real-world ASTCT counts of any-grade CRS and ICANS with axi-cel and tisa-cel (Pennisi 2020, the
 MSKCC arms), each run with its example scenario under its own management protocol (``protocol`` in the targets file; ASCO 2021 where the
@@ -93,15 +97,18 @@ PARAMS = {
     "toxicity.signs.leak_endothelial_half": (1e-3, 100.0),
     "toxicity.signs.several_vasopressors_level": (0.56, 0.99),   # above the one-vasopressor level, 0.55
     "toxicity.variability.il6_max": (0.1, 1.5),
-    "toxicity.endothelium.half_activation": (50.0, 2e4),
+    "toxicity.endothelium.half_activation": (50.0, 1e5),
     "toxicity.endothelium.injury_half": (0.01, 1e9),
     "toxicity.endothelium.hill": (1.0, 6.0),
-    "toxicity.signs.icans_half": (0.05, 0.99),
+    "toxicity.signs.icans_half": (0.01, 0.99),
     "toxicity.signs.icans_hill": (0.5, 6.0),
     "toxicity.variability.icans_half": (0.1, 2.0),
     "costim.CD28.multipliers.ifng_secretion": (1.0, 10.0),
     "indications.LBCL.patients.inflammation_correlation": (-0.95, 0.0),
+    "toxicity.drugs.tocilizumab.il6_receptor_clearance": (0.05, 0.9),
 }
+#: parameters fitted only when --params names them (not in a default, full fit)
+OPTIONAL = {"toxicity.drugs.tocilizumab.il6_receptor_clearance"}
 #: parameters searched on their own scale rather than their logarithm (a correlation)
 LINEAR = {"indications.LBCL.patients.inflammation_correlation"}
 
@@ -163,21 +170,25 @@ def write_fit(values: dict[str, float], summary: str, root: Path = DATA_DIR) -> 
 
 
 def _first_fit(lines: list[str], block: list[int], file: Path, path: str, summary: str) -> None:
-    """Turn an assumed block entry into a fitted one, in place: ``source: fit`` and a note that
-    names this script, gives the fit's summary and keeps the prior."""
-    source = [i for i in block if re.match(r"\s+source: assumption\s*$", lines[i])]
+    """Turn a block entry fitted for the first time into a fitted one, in place: ``source: fit``
+    and a note that names this script, gives the fit's summary and keeps the prior (with its
+    source, where that was not an assumption)."""
+    source = [i for i in block if re.match(r"\s+source: ", lines[i])]
     note = [i for i in block if re.match(r"\s+note: ", lines[i])]
     value = [i for i in block if re.match(r"\s+value: ", lines[i])]
     if len(source) != 1 or len(note) != 1 or len(value) != 1:
-        raise SystemExit(f"{file}: {path}: has no fit summary in its note and is not an assumed block entry "
-                         "(value:, source: assumption, note:) that a first fit could take over")
+        raise SystemExit(f"{file}: {path}: has no fit summary in its note and is not a block entry "
+                         "(value:, source:, note:) that a first fit could take over")
     prior = lines[value[0]].split("value:", 1)[1].strip()
+    was = lines[source[0]].split("source:", 1)[1].strip()
+    if was != "assumption":
+        prior = f"{prior} (source: {was})"
     text = lines[note[0]].split("note:", 1)[1].strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1]
     text = text.replace('"', "'")
     lead = lines[note[0]].split("note:", 1)[0]
-    lines[source[0]] = lines[source[0]].replace("assumption", "fit")
+    lines[source[0]] = lines[source[0]].split("source:", 1)[0] + "source: fit\n"
     lines[note[0]] = (f'{lead}note: "fitted by validation/calibrate_toxicity.py (its docstring gives the method '
                       f'and targets); {summary}; prior was {prior}: {text}"\n')
 
@@ -232,14 +243,14 @@ def main() -> None:
     ap.add_argument("--start", nargs="*", default=[], metavar="PATH=VALUE",
                     help="start the search here instead of at the data files' values")
     ap.add_argument("--params", nargs="+", metavar="PATH", default=None,
-                    help="fit only these parameters (default: all of PARAMS)")
+                    help="fit only these parameters (default: all of PARAMS but OPTIONAL)")
     ap.add_argument("--write", action="store_true",
                     help="write the best values into the data files (their notes' fit summary too)")
     args = ap.parse_args()
     targets = load_yaml(ROOT / "validation" / "targets" / "toxicity.yaml")
     study = load_yaml(ROOT / "validation" / "targets" / "crs_and_response.yaml")
     k = load_knowledge(False)
-    names = list(PARAMS) if args.params is None else args.params
+    names = [p for p in PARAMS if p not in OPTIONAL] if args.params is None else args.params
     unknown = set(names) - set(PARAMS)
     if unknown:
         ap.error(f"--params: {', '.join(sorted(unknown))} is not a calibrated parameter; use any of {', '.join(PARAMS)}")
