@@ -113,6 +113,17 @@ def rate_checks(t: dict, sim: dict[str, float]):
         yield measure, target, model, ok, ci
 
 
+HEADER = f"{'trial':14s} {'measure':38s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees"
+
+
+def row(trial: str, measure: str, model: float, value: float, ci: str, ok: bool | None) -> str:
+    """One measure beside its trial, as both tables print it (under :data:`HEADER`): a rate with
+    its interval and verdict, a median with the trial's value alone."""
+    if ok is None:
+        return f"{trial:14s} {measure:38s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}"
+    return f"{trial:14s} {measure:38s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}"
+
+
 def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
              who: bool) -> tuple[tuple[int, int, float, float, int, int], dict[str, pd.DataFrame]]:
     """Print one seed's table and CRS-and-response check; return (rates inside, rates,
@@ -120,7 +131,7 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
     trial's patients."""
     print(f"{n} virtual patients per trial (seed {seed}), each trial's own management; "
           "95% CI: Clopper-Pearson for the trial size\n")
-    print(f"{'trial':14s} {'measure':32s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees  tag")
+    print(f"{HEADER}  tag")
     inside = total = 0
     objective = 0.0
     patients: dict[str, pd.DataFrame] = {}
@@ -133,14 +144,11 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
         p = result.patients.assign(il6_day_28_fold=il6_fold(np.asarray(result.times), result.trajectories["il6"]))
         patients[trial] = p
         for measure, target, model, ok, ci in rate_checks(t, simulated(p, t["crs_scale"])):
-            value = float(target["value"])
             objective += discrepancy(measure, model, target, int(t["infused"]))
-            if ok is None:
-                print(f"{trial:14s} {measure:32s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}  {target['tag']}")
-                continue
-            inside += ok
-            total += 1
-            print(f"{trial:14s} {measure:32s} {model:7.2f} {value:7.2f} {ci:>13s}  {'yes' if ok else 'NO':6s}  {target['tag']}")
+            if ok is not None:
+                inside += ok
+                total += 1
+            print(f"{row(trial, measure, model, float(target['value']), ci, ok)}  {target['tag']}")
         if who:
             who_has_crs(trial, result)
     print(f"\n{inside} of {total} rates agree with their trial. CRS on the trial's scale (ZUMA-1, KarMMa: "
@@ -151,46 +159,52 @@ def one_seed(targets: dict, study: dict, n: int, seed: int, calibrated: bool,
     return (inside, total, objective, both, passed, checks), patients
 
 
-def pooled_table(targets: dict, patients: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every rate of every trial on all seeds' patients together, one row each: the model's rate,
-    the trial's with its 95% interval (``upper_bound``: a CTCAE count, only its upper limit
-    applies), whether they agree, the chance that the trial would have left the model's rate
-    outside were the model the truth, and the trial's count tested against the model's rate."""
+def pooled_measures(targets: dict, patients: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every measure of every trial on all seeds' patients together, one row each: the model's
+    value, the trial's, and for a rate its 95% interval (``upper_bound``: a CTCAE count, only its
+    upper limit applies), whether they agree, the chance that the trial would have left the
+    model's rate outside were the model the truth and the trial's count tested against the
+    model's rate (``inside`` is None for a median); ``fitted`` False for a target with
+    ``fit: false`` (compared, but no term in the calibration objective)."""
     rows = []
     for trial, t in targets.items():
         size = int(t["infused"])
         for measure, target, model, ok, ci in rate_checks(t, simulated(patients[trial], t["crs_scale"])):
-            if ok is None:
-                continue
-            low, high = interval(target, size)
-            rows.append({"trial": trial, "measure": measure, "model": model, "trial_rate": float(target["value"]),
-                         "low": low, "high": high, "upper_bound": target.get("compare") == "upper_bound",
-                         "inside": bool(ok), "interval": ci, "chance_outside": chance_outside(model, target, size),
-                         "p": p_value(model, target, size)})
+            r = {"trial": trial, "measure": measure, "model": model, "trial_rate": float(target["value"]),
+                 "inside": ok, "interval": ci, "fitted": target.get("fit") is not False}
+            if ok is not None:
+                low, high = interval(target, size)
+                r.update(low=low, high=high, upper_bound=target.get("compare") == "upper_bound",
+                         chance_outside=chance_outside(model, target, size), p=p_value(model, target, size))
+            rows.append(r)
     return pd.DataFrame(rows)
 
 
-def pooled_lines(targets: dict, patients: dict[str, pd.DataFrame]) -> list[str]:
-    """The table of all seeds' patients together, as printed: every measure of every trial, rates
-    with the trial's interval, whether they agree, the chance that the trial would have left the
-    model's rate outside were the model the truth and the trial's count tested against the
-    model's rate (p); medians with the trial's value alone. 'check' marks a target with
-    ``fit: false``: compared, but no term in the calibration objective."""
-    lines = [f"{'trial':14s} {'measure':38s} {'model':>7s} {'trial':>7s} {'95% CI':>13s}  agrees  "
-             f"{'chance':>6s} {'p':>8s}  fitted"]
-    for trial, t in targets.items():
-        size = int(t["infused"])
-        for measure, target, model, ok, ci in rate_checks(t, simulated(patients[trial], t["crs_scale"])):
-            fitted = "check" if target.get("fit") is False else "yes"
-            value = float(target["value"])
-            if ok is None:
-                lines.append(f"{trial:14s} {measure:38s} {model:7.1f} {value:7.1f} {'':>13s}  {'':6s}  "
-                             f"{'':>6s} {'':>8s}  {fitted}")
-                continue
-            lines.append(f"{trial:14s} {measure:38s} {model:7.2f} {value:7.2f} {ci:>13s}  "
-                         f"{'yes' if ok else 'NO':6s}  {chance_outside(model, target, size):6.3f} "
-                         f"{p_value(model, target, size):8.2g}  {fitted}")
+def rates_of(measures: pd.DataFrame) -> pd.DataFrame:
+    """The rates of a :func:`pooled_measures` table (the medians left out)."""
+    rates = measures[measures["inside"].notna()].reset_index(drop=True)
+    return rates.astype({"inside": bool, "upper_bound": bool})
+
+
+def pooled_table(targets: dict, patients: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every rate of every trial on all seeds' patients together (:func:`pooled_measures`)."""
+    return rates_of(pooled_measures(targets, patients))
+
+
+def format_pooled(measures: pd.DataFrame) -> list[str]:
+    """A :func:`pooled_measures` table as printed: each :func:`row` with, for a rate, the chance
+    and p, and whether the target is fitted ('check': compared, not fitted)."""
+    lines = [f"{HEADER}  {'chance':>6s} {'p':>8s}  fitted"]
+    for r in measures.itertuples():
+        tail = f"{'':>6s} {'':>8s}" if r.inside is None else f"{r.chance_outside:6.3f} {r.p:8.2g}"
+        lines.append(f"{row(r.trial, r.measure, r.model, r.trial_rate, r.interval, r.inside)}  {tail}  "
+                     f"{'yes' if r.fitted else 'check'}")
     return lines
+
+
+def pooled_lines(targets: dict, patients: dict[str, pd.DataFrame]) -> list[str]:
+    """The table of all seeds' patients together, as printed (:func:`format_pooled`)."""
+    return format_pooled(pooled_measures(targets, patients))
 
 
 def pooled_summary(table: pd.DataFrame) -> tuple[int, int, list[str], list[float]]:
@@ -265,13 +279,13 @@ def main() -> None:
         rows.append(row)
         for trial, p in patients.items():
             arms[trial].append(p)
-    together = {t: pd.concat(ps) for t, ps in arms.items()}
-    table = pooled_table(targets, together)
+    measures = pooled_measures(targets, {t: pd.concat(ps) for t, ps in arms.items()})
+    table = rates_of(measures)
     if len(rows) > 1:
         print(f"\nAll seeds' patients together ({len(rows)} x {args.n} per trial); chance: of the trial leaving "
               "the model's rate outside its interval, were the model the truth; p: the trial's count "
               "tested against the model's rate\n")
-        print("\n".join(pooled_lines(targets, together)))
+        print("\n".join(format_pooled(measures)))
         inside, total, objective, both, passed, checks = (sum(col) for col in zip(*rows))
         pooled_inside, pooled_total, misses, chances = pooled_summary(table)
         print(f"\nAll {len(rows)} seeds ({', '.join(map(str, args.seed))}): {inside} of {total} rates inside; "
